@@ -1,0 +1,9 @@
+"""Plug-in callbacks, switched on by name with ``python train.py --callbacks a,b``.
+
+Importing this package registers every callback module listed here.
+"""
+
+from callbacks import grad_norm  # noqa: F401  (registers "grad_norm")
+from callbacks.registry import CALLBACKS, parse_names, register
+
+__all__ = ["CALLBACKS", "parse_names", "register"]

@@ -1,0 +1,123 @@
+"""Any folder of images on disk, loaded lazily; first-level subfolders become labels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from PIL import Image
+from pytorch_lightning.utilities import rank_zero_warn
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from datamodules.base import GANDataModule, seeded_split
+from gan_lightning.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files under ``root``, recursively, in a sorted (hence reproducible) order."""
+    found = []
+    # followlinks: data folders are often symlinks to a larger disk.
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        # Hidden entries are skipped: macOS "._x.jpg" resource forks and .ipynb_checkpoints
+        # carry image extensions but are not images.
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        found += [Path(folder) / f for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def label_images(root: Path, paths: list[Path]) -> tuple[list[int], list[str]]:
+    """Label each image by the index of its first-level subfolder (sorted names).
+
+    With any image lying directly in ``root`` the folder is treated as unlabelled (all 0).
+    """
+    tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths]
+    if None in tops:
+        if any(t is not None for t in tops):
+            rank_zero_warn(
+                f"{root} holds images both directly and in subfolders, so the subfolders are not used as labels."
+            )
+        return [0] * len(paths), []
+    classes = sorted(set(tops))
+    index = {name: i for i, name in enumerate(classes)}
+    return [index[t] for t in tops], classes
+
+
+class ImageFileDataset(Dataset):
+    """Images read from disk on each access and transformed to ``(channels, size, size)`` in [-1, 1]."""
+
+    def __init__(self, paths: list[Path], labels: list[int], image_size: int, channels: int) -> None:
+        self.paths = paths
+        self.labels = labels
+        self.mode = "L" if channels == 1 else "RGB"
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
+                transforms.CenterCrop(image_size),
+                transforms.ToTensor(),
+                transforms.Normalize([0.5] * channels, [0.5] * channels),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert(self.mode)
+        except OSError as err:
+            raise DataError(f"The image file {path} (under --data.root) is unreadable ({err}); remove or replace it.") from err
+        return self.transform(image), torch.tensor(self.labels[index], dtype=torch.long)
+
+
+class ImageFolderDataModule(GANDataModule):
+    """Any folder of images (png, jpg, jpeg, bmp, webp), searched recursively.
+
+    Images are resized on their shorter side, center-cropped to ``image_size`` and scaled to [-1, 1].
+    If every image lies in a first-level subfolder, the label is that subfolder's index in
+    sorted name order; otherwise every label is 0. A seeded ``val_fraction`` of the images is
+    the validation split.
+
+    Args:
+        root: the image folder.
+        image_size: side of the square images.
+        channels: 1 (greyscale) or 3 (RGB); images are converted to it.
+    """
+
+    def __init__(self, root: str, image_size: int = 64, channels: int = 3, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if image_size < 1:
+            raise ConfigError(f"--data.image_size must be >= 1, got {image_size}")
+        if channels not in (1, 3):
+            raise ConfigError(f"--data.channels must be 1 (greyscale) or 3 (RGB), got {channels}")
+        self.root = root
+        self.image_size = image_size
+        self.channels = channels
+        self.sample_shape = (channels, image_size, image_size)
+        # Scanned here, not in setup, so a wrong --data.root fails before any model is built
+        # and num_classes is known to whoever builds a conditional model.
+        self.paths, self.labels, self.classes = self._scan()
+        self.num_classes: Optional[int] = len(self.classes) if len(self.classes) >= 2 else None
+
+    def _scan(self) -> tuple[list[Path], list[int], list[str]]:
+        root = Path(self.root)
+        if not root.is_dir():
+            raise DataError(f"The image folder {root} given by --data.root does not exist.")
+        paths = find_images(root)
+        if len(paths) < 2:
+            raise DataError(
+                f"The image folder {root} given by --data.root holds {len(paths)} images "
+                f"({', '.join(IMAGE_EXTENSIONS)}), and at least 2 are needed to split off validation."
+            )
+        labels, classes = label_images(root, paths)
+        return paths, labels, classes
+
+    def load_splits(self) -> tuple[Dataset, Dataset]:
+        dataset = ImageFileDataset(self.paths, self.labels, self.image_size, self.channels)
+        return seeded_split(dataset, self.val_fraction, self.seed)

@@ -1,0 +1,146 @@
+"""The command line: LightningCLI plus ``--callbacks a,b`` and run naming for W&B."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from jsonargparse import Namespace
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.utilities import rank_zero_info
+
+import callbacks as callback_plugins
+from callbacks.registry import CALLBACKS, parse_names
+from datamodules.base import GANDataModule
+from gan_lightning.checkpoint import InterruptCheckpoint, read_checkpoint
+from gan_lightning.errors import ConfigError
+from gan_lightning.loggers import describe_run, run_dir, wandb_credentials_available
+from gan_lightning.module import GANModule
+from gan_lightning.samples import SampleGrid
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Saves the full resolved config as ``<run>/config.yaml`` and as every logger's
+    hyper-parameters (the W&B run config), so a run can be reproduced from its dashboard."""
+
+    def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        path = run_dir(trainer) / "config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": yaml.safe_load(text)})
+
+
+def _short_name(class_path: str, suffix: str) -> str:
+    name = class_path.rsplit(".", 1)[-1]
+    return (name[: -len(suffix)] if name.endswith(suffix) and name != suffix else name).lower()
+
+
+class GANLightningCLI(LightningCLI):
+    def __init__(self, args: Optional[list[str]] = None, default_config: Path = DEFAULT_CONFIG, **kwargs: Any) -> None:
+        defaults = {"default_config_files": [str(default_config)]}
+        super().__init__(
+            model_class=GANModule,
+            datamodule_class=GANDataModule,
+            subclass_mode_data=True,
+            save_config_callback=SaveRunConfig,
+            save_config_kwargs={"save_to_log_dir": False},
+            trainer_defaults={"callbacks": [InterruptCheckpoint()]},
+            parser_kwargs={sub: dict(defaults) for sub in SUBCOMMANDS},
+            auto_configure_optimizers=False,
+            args=args,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/swd",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:03d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(SampleGrid, "samples")
+        parser.add_argument(
+            "--callbacks",
+            type=str,
+            default="",
+            help="Comma-separated plug-in callbacks to switch on, each configured by its own --NAME.* options."
+            f" Available: {', '.join(sorted(CALLBACKS)) or 'none'}.",
+        )
+        for name, cls in sorted(CALLBACKS.items()):
+            parser.add_class_arguments(cls, name, instantiate=False, fail_untyped=False)
+
+    # ------------------------------------------------------------------ config checks
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would silently replace the configured model by the checkpoint's; a
+        # mismatch must be refused instead (GANModule.on_load_checkpoint compares shapes), and
+        # an unreadable file refused before anything is built.
+        ckpt_path = self.config.get(self.config.get("subcommand") or "", Namespace()).get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            read_checkpoint(ckpt_path)
+
+    def before_instantiate_classes(self) -> None:
+        config = self._get(self.config, "callbacks") if self.subcommand else self.config.callbacks
+        self.callback_names = parse_names(config or "")
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        defaults = self._parser(self.subcommand).get_defaults()
+        for name in CALLBACKS:
+            if name not in self.callback_names and cfg.get(name) != defaults.get(name):
+                changed = [k for k, v in vars(cfg[name]).items() if v != defaults[name].get(k)]
+                raise ConfigError(
+                    f"--{name}.{changed[0] if changed else '*'} was set but the {name!r} callback is not switched on;"
+                    f" add it with --callbacks {','.join([*self.callback_names, name])}"
+                )
+        self._configure_wandb(cfg)
+
+    def _configure_wandb(self, cfg: Namespace) -> None:
+        logger_cfg = cfg.trainer.get("logger")
+        configs = logger_cfg if isinstance(logger_cfg, list) else [logger_cfg]
+        for lc in configs:
+            if not isinstance(lc, Namespace) or not str(lc.get("class_path", "")).endswith("WandbLogger"):
+                continue
+            args = lc.init_args
+            run = describe_run(
+                _short_name(cfg.model.generator.class_path, "Generator"),
+                _short_name(cfg.data.class_path, "DataModule"),
+                cfg.model.loss,
+                self.callback_names,
+            )
+            for key, value in run.items():
+                if args.get(key) is None:
+                    args[key] = value
+            if not args.get("offline") and not wandb_credentials_available() and "WANDB_MODE" not in __import__("os").environ:
+                args["offline"] = True
+                rank_zero_info(
+                    f"W&B: no credentials found, logging offline under {args.get('save_dir')}/wandb"
+                    " (run `wandb sync` there later, or set WANDB_API_KEY)."
+                )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        plugins = [CALLBACKS[name](**vars(cfg[name]).copy()) for name in self.callback_names]
+        extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        return self._instantiate_trainer(trainer_config, extra + plugins)
+
+
+def with_default_subcommand(argv: list[str]) -> list[str]:
+    """``train.py [flags]`` means ``train.py fit [flags]``; ``--help`` shows fit's options."""
+    if argv and argv[0] in SUBCOMMANDS:
+        return argv
+    return ["fit", *argv]
+
+
+__all__ = ["GANLightningCLI", "with_default_subcommand", "callback_plugins"]

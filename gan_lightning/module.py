@@ -1,0 +1,270 @@
+"""GANModule: the alternating adversarial update with manual optimization."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import OnExceptionCheckpoint
+from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
+
+from gan_lightning.checkpoint import state_dict_mismatches
+from gan_lightning.errors import CheckpointError, ConfigError, NonFiniteLossError
+from gan_lightning.hooks import callbacks_with_hook
+from gan_lightning.losses import LossName, get_loss, gradient_penalty, r1_penalty
+from gan_lightning.metrics import sliced_wasserstein
+
+
+class GANModule(pl.LightningModule):
+    """Trains any generator/discriminator pair with n_critic D steps then one G step per batch.
+
+    Both optimizer steps go through ``manual_backward`` and the Lightning optimizers, so
+    precision plugins, gradient scaling and DDP gradient sync apply. Note that
+    ``trainer.global_step`` counts optimizer steps: one batch is ``n_critic + 1`` steps, so
+    ``--trainer.max_steps`` is in optimizer steps, not batches.
+
+    Args:
+        generator: maps ``(n, z_dim)`` latents to samples; must expose ``z_dim`` unless ``z_dim`` is given.
+        discriminator: maps samples to ``(n,)`` logits.
+        loss: ``bce`` (non-saturating), ``hinge``, ``wasserstein`` or ``lsgan``.
+        n_critic: discriminator steps per batch (each with fresh latents, same real batch); >= 1.
+        gp_weight: weight of the WGAN-GP gradient penalty on interpolates; 0 disables it.
+        r1_weight: weight of the R1 penalty on real samples; 0 disables it.
+        optimizer: ``adam`` or ``rmsprop`` (the original WGAN), for both networks.
+        lr_g: generator learning rate.
+        lr_d: discriminator learning rate.
+        betas: Adam betas for both networks (ignored by rmsprop).
+        ema_decay: if set (e.g. 0.999), keep an exponential moving average of the generator,
+            used for validation and samples; must be in (0, 1).
+        z_dim: latent size, when the generator has no ``z_dim`` attribute.
+        val_num_samples: at most this many validation images per rank are compared with as
+            many generated ones for ``val/swd``.
+        val_seed: seed of the latents used in validation, so epochs are comparable.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: LossName = "bce",
+        n_critic: int = 1,
+        gp_weight: float = 0.0,
+        r1_weight: float = 0.0,
+        optimizer: Literal["adam", "rmsprop"] = "adam",
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        ema_decay: Optional[float] = None,
+        z_dim: Optional[int] = None,
+        val_num_samples: int = 1024,
+        val_seed: int = 1234,
+    ) -> None:
+        super().__init__()
+        if n_critic < 1:
+            raise ConfigError(f"--model.n_critic must be an integer >= 1, got {n_critic}")
+        if gp_weight < 0 or r1_weight < 0:
+            raise ConfigError(f"--model.gp_weight and --model.r1_weight must be >= 0, got {gp_weight} and {r1_weight}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"--model.ema_decay must be in (0, 1) or null, got {ema_decay}")
+        if lr_g <= 0 or lr_d <= 0:
+            raise ConfigError(f"--model.lr_g and --model.lr_d must be > 0, got {lr_g} and {lr_d}")
+        # Under LightningCLI the hparams hold the networks' class paths and init args, which is
+        # what load_from_checkpoint needs; built from Python they would be whole modules, which
+        # the state_dict already stores.
+        from_cli = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=[] if from_cli else ["generator", "discriminator"])
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.adversarial = get_loss(loss)
+        self.z_dim = z_dim if z_dim is not None else getattr(generator, "z_dim", None)
+        if not isinstance(self.z_dim, int) or self.z_dim < 1:
+            raise ConfigError(
+                f"{type(generator).__name__} has no integer z_dim attribute: set --model.z_dim to its latent size"
+            )
+        self.generator_ema: Optional[nn.Module] = None
+        if ema_decay is not None:
+            self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
+        self._val_real: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator used for samples and validation: the EMA copy when enabled."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def sample_z(self, n: int, seed: Optional[int] = None) -> torch.Tensor:
+        if seed is None:
+            return torch.randn(n, self.z_dim, device=self.device)
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(n, self.z_dim, generator=g).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, n: int, seed: Optional[int] = None) -> torch.Tensor:
+        """``n`` samples from the sampling generator in eval mode; the same seed gives the same latents."""
+        g = self.sampling_generator
+        was_training = g.training
+        g.eval()
+        try:
+            return g(self.sample_z(n, seed)).float()
+        finally:
+            g.train(was_training)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.sampling_generator(z)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        self._check_sample_shape()
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        # Each backward uses only one network's parameters, which plain DDP refuses ("parameters
+        # that were not used in producing the loss"). DDPStrategy has no public setter and wraps
+        # the model after setup(), so this is the point where the flag can still be set for the user.
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+            rank_zero_info("GANModule: DDP set to find_unused_parameters=True (D and G steps use disjoint parameters).")
+
+    def _check_sample_shape(self) -> None:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        expected = getattr(datamodule, "sample_shape", None)
+        if expected is None:
+            return
+        with torch.no_grad():
+            was_training = self.generator.training
+            self.generator.eval()  # BatchNorm would refuse a batch of one in train mode
+            produced = tuple(self.generator(torch.zeros(2, self.z_dim, device=self.device)).shape[1:])
+            self.generator.train(was_training)
+        if produced != tuple(expected):
+            raise ConfigError(
+                f"the generator makes samples of shape {produced} but the data has {tuple(expected)}: make"
+                " --model.generator.init_args (image_size/channels/out_shape) match --data (image_size/channels)"
+            )
+
+    def configure_optimizers(self):
+        def build(params, lr):
+            if self.hparams.optimizer == "rmsprop":
+                return torch.optim.RMSprop(params, lr=lr)
+            return torch.optim.Adam(params, lr=lr, betas=tuple(self.hparams.betas))
+
+        return build(self.generator.parameters(), self.hparams.lr_g), build(
+            self.discriminator.parameters(), self.hparams.lr_d
+        )
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real = batch[0] if isinstance(batch, (tuple, list)) else batch
+        for cb in callbacks_with_hook(self.trainer, "transform_real_batch"):
+            real = cb.transform_real_batch(self.trainer, self, real)
+        opt_g, opt_d = self.optimizers()
+        n = real.shape[0]
+
+        for _ in range(self.hparams.n_critic):
+            d_logs = self._discriminator_step(opt_d, real)
+            for cb in callbacks_with_hook(self.trainer, "on_discriminator_step_end"):
+                cb.on_discriminator_step_end(self.trainer, self)
+
+        # A fake made during the D step cannot be reused here: toggle_optimizer switched the
+        # generator's requires_grad off, so it carries no graph back to G.
+        self.toggle_optimizer(opt_g)
+        z = self.sample_z(n)
+        fake = self.generator(z)
+        g_adv = self.adversarial.generator(self.discriminator(fake))
+        terms: dict[str, torch.Tensor] = {}
+        for cb in callbacks_with_hook(self.trainer, "generator_loss_terms"):
+            terms.update(cb.generator_loss_terms(self.trainer, self, z, fake))
+        g_loss = g_adv + sum(terms.values())
+        self._refuse_non_finite("train/g_loss", g_loss)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        self._update_ema()
+        for cb in callbacks_with_hook(self.trainer, "on_generator_step_end"):
+            cb.on_generator_step_end(self.trainer, self)
+
+        logs = {**d_logs, "train/g_loss": g_loss.detach(), "train/g_adv": g_adv.detach()}
+        logs.update({f"train/g_term/{k}": v.detach() for k, v in terms.items()})
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
+        self.log_dict({"d_loss": logs["train/d_loss"], "g_loss": logs["train/g_loss"]}, prog_bar=True, logger=False, batch_size=n)
+
+    def _discriminator_step(self, opt_d, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            fake = self.generator(self.sample_z(real.shape[0]))
+        self.toggle_optimizer(opt_d)
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
+        d_adv = self.adversarial.discriminator(d_real, d_fake)
+        d_loss = d_adv
+        logs = {"train/d_real": d_real.detach().float().mean(), "train/d_fake": d_fake.detach().float().mean()}
+        if self.hparams.gp_weight > 0:
+            gp = gradient_penalty(self.discriminator, real, fake)
+            d_loss = d_loss + self.hparams.gp_weight * gp
+            logs["train/d_gp"] = gp.detach()
+        if self.hparams.r1_weight > 0:
+            r1 = r1_penalty(self.discriminator, real)
+            d_loss = d_loss + self.hparams.r1_weight * r1
+            logs["train/d_r1"] = r1.detach()
+        self._refuse_non_finite("train/d_loss", d_loss)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        return {**logs, "train/d_loss": d_loss.detach(), "train/d_adv": d_adv.detach()}
+
+    def _refuse_non_finite(self, name: str, loss: torch.Tensor) -> None:
+        # Checked before backward so the weights are still the last finite ones; reduced across
+        # ranks so that all ranks stop together instead of one deadlocking the others.
+        bad = self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False)
+        if not bad:
+            return
+        saved = [cb.ckpt_path for cb in self.trainer.callbacks if isinstance(cb, OnExceptionCheckpoint)]
+        where = f"saved to {saved[0]}" if saved else "left unchanged in memory"
+        raise NonFiniteLossError(
+            f"{name} became {loss.item()} at epoch {self.current_epoch}, batch {self.trainer.fit_loop.batch_idx}; the"
+            f" weights from before this step are {where}: lower --model.lr_g/--model.lr_d, add --model.gp_weight, or"
+            " try --model.loss hinge"
+        )
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        decay = self.hparams.ema_decay
+        for ema_p, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
+        for ema_b, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            ema_b.copy_(b)
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_real = []
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        real = batch[0] if isinstance(batch, (tuple, list)) else batch
+        kept = sum(r.shape[0] for r in self._val_real)
+        if kept < self.hparams.val_num_samples:
+            self._val_real.append(real[: self.hparams.val_num_samples - kept].float())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_real:
+            return
+        real = torch.cat(self._val_real)
+        # Each rank sees its own shard; offsetting the seed by rank keeps fakes independent too.
+        fake = self.generate(real.shape[0], seed=self.hparams.val_seed + self.global_rank)
+        swd = sliced_wasserstein(real, fake, seed=self.hparams.val_seed)
+        self.log("val/swd", swd, sync_dist=True, prog_bar=True)
+        self._val_real = []
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        problems = state_dict_mismatches(checkpoint.get("state_dict", {}), self.state_dict())
+        if problems:
+            raise CheckpointError(
+                "the checkpoint was saved from a different architecture than the configured model ("
+                + "; ".join(problems)
+                + "): resume with the generator/discriminator settings it was trained with"
+            )
