@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
-from pytorch_lightning.callbacks import OnExceptionCheckpoint
+from pytorch_lightning import Callback
 
 from gan_lightning.errors import CheckpointError
 
@@ -43,17 +43,23 @@ def state_dict_mismatches(saved: Mapping[str, torch.Tensor], expected: Mapping[s
     return problems
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
+class InterruptCheckpoint(Callback):
     """Writes ``on_exception.ckpt`` next to the run's other checkpoints when training stops on
     an exception: Ctrl-C, SIGTERM (Lightning turns it into an exception) or a NaN loss.
 
-    OnExceptionCheckpoint needs its folder up front; the run's checkpoint folder is only
-    known once ModelCheckpoint has set up, so it is taken from there when training starts.
+    Not Lightning's OnExceptionCheckpoint: its presence makes every ``fit()`` without a
+    ``ckpt_path`` silently resume from the newest checkpoint it can find, and it needs its
+    folder before the run's checkpoint folder is known.
     """
 
-    def __init__(self, filename: str = "on_exception") -> None:
-        super().__init__(dirpath=".", filename=filename)
+    def __init__(self, filename: str = "on_exception.ckpt") -> None:
+        self.filename = filename
+        self.ckpt_path: Optional[Path] = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
-            self.dirpath = trainer.checkpoint_callback.dirpath
+        folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
+        self.ckpt_path = Path(folder or trainer.default_root_dir) / self.filename
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.ckpt_path is not None:
+            trainer.save_checkpoint(self.ckpt_path)

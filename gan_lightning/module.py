@@ -7,13 +7,12 @@ from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import OnExceptionCheckpoint
 from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
-from gan_lightning.checkpoint import state_dict_mismatches
+from gan_lightning.checkpoint import InterruptCheckpoint, state_dict_mismatches
 from gan_lightning.errors import CheckpointError, ConfigError, NonFiniteLossError
 from gan_lightning.hooks import callbacks_with_hook
 from gan_lightning.losses import LossName, get_loss, gradient_penalty, r1_penalty
@@ -221,7 +220,7 @@ class GANModule(pl.LightningModule):
         bad = self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False)
         if not bad:
             return
-        saved = [cb.ckpt_path for cb in self.trainer.callbacks if isinstance(cb, OnExceptionCheckpoint)]
+        saved = [cb.ckpt_path for cb in self.trainer.callbacks if isinstance(cb, InterruptCheckpoint) and cb.ckpt_path]
         where = f"saved to {saved[0]}" if saved else "left unchanged in memory"
         raise NonFiniteLossError(
             f"{name} became {loss.item()} at epoch {self.current_epoch}, batch {self.trainer.fit_loop.batch_idx}; the"

@@ -1,0 +1,34 @@
+"""Callbacks that tests attach through the CLI (``--trainer.callbacks+=tests.probes.X``), so
+they also run inside DDP worker processes that re-execute train.py."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from pytorch_lightning import Callback
+
+
+class RankDump(Callback):
+    """Saves, per rank, the parameters after training and a hash of the first real batch seen."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.first_batch: str | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_batch is None:
+            self.first_batch = hashlib.sha1(batch[0].cpu().numpy().tobytes()).hexdigest()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "params": {k: v.detach().cpu().clone() for k, v in pl_module.named_parameters()},
+                "first_batch": self.first_batch,
+                "world_size": trainer.world_size,
+                "global_step": trainer.global_step,
+            },
+            self.out_dir / f"rank{trainer.global_rank}.pt",
+        )

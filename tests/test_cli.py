@@ -1,0 +1,192 @@
+"""train.py / GANLightningCLI: flags, presets, error paths, resume and the loggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from callbacks.grad_norm import GradNormMonitor
+from gan_lightning.cli import GANLightningCLI
+from gan_lightning.networks import MLPGenerator
+from tests.helpers import REPO, read_wandb_records
+from train import main
+
+TINY = str(REPO / "tests" / "tiny.yaml")
+
+
+def tiny_args(tmp_path: Path, *extra: str, logger: str = "CSVLogger") -> list[str]:
+    return [
+        "--config", TINY,
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger", logger,
+        "--trainer.logger.save_dir", str(tmp_path),
+        *extra,
+    ]
+
+
+def fit(tmp_path: Path, *extra: str, logger: str = "CSVLogger") -> GANLightningCLI:
+    return GANLightningCLI(args=["fit", *tiny_args(tmp_path, *extra, logger=logger)])
+
+
+def test_help_lists_the_callback_names(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--callbacks" in out and "grad_norm" in out and "--grad_norm.norm_type" in out
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--callbacks", "grad_norm,nope"], "error: --callbacks got unknown name(s) nope; available: grad_norm"),
+        (["--callbacks", "grad_norm,grad_norm"], "--callbacks names grad_norm more than once"),
+        (["--grad_norm.norm_type", "1"], "--grad_norm.norm_type was set but the 'grad_norm' callback is not switched on"),
+        (["--callbacks", "grad_norm", "--grad_norm.norm_type", "-1"], "--grad_norm.norm_type must be > 0"),
+        (["--data.init_args.train_fraction", "1.5"], "--data.train_fraction must be in (0, 1]"),
+        (["--model.n_critic", "0"], "--model.n_critic must be an integer >= 1"),
+        (["--data.init_args.image_size", "16"], "the generator makes samples of shape (1, 8, 8) but the data has (1, 16, 16)"),
+    ],
+)
+def test_bad_input_is_one_clear_sentence(tmp_path, capsys, extra, message):
+    assert main(tiny_args(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert not list(tmp_path.rglob("*.ckpt"))  # refused before training started
+
+
+def test_unknown_choice_lists_the_allowed_values(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(tiny_args(tmp_path, "--model.loss", "nope"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "model.loss" in err and "hinge" in err and "wasserstein" in err
+
+
+def _printed_config(capsys, *args: str) -> dict:
+    with pytest.raises(SystemExit):
+        main([*args, "--print_config"])
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_no_arguments_means_the_default_preset(capsys):
+    bare = _printed_config(capsys)
+    explicit = _printed_config(capsys, "--config", str(REPO / "configs" / "default.yaml"))
+    assert bare == explicit
+    assert bare["model"]["generator"]["class_path"].endswith("DCGANGenerator")
+    assert bare["data"]["class_path"].endswith("DigitsDataModule")
+    assert bare["trainer"]["logger"]["class_path"].endswith("WandbLogger")
+
+
+def test_a_preset_replaces_the_network_without_leaking_the_defaults(capsys):
+    config = _printed_config(capsys, "--config", str(REPO / "configs" / "mlp_digits.yaml"))
+    assert config["model"]["generator"]["class_path"].endswith("MLPGenerator")
+    assert config["model"]["generator"]["init_args"]["hidden"] == [256, 256]
+    assert "image_size" not in config["model"]["generator"]["init_args"]
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_preset_trains_a_batch(tmp_path, preset):
+    cli = GANLightningCLI(
+        args=["fit", "--config", str(REPO / "configs" / preset), "--trainer.fast_dev_run", "1",
+              "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu"]
+    )
+    # one batch is n_critic discriminator steps and one generator step
+    assert cli.trainer.global_step == cli.model.hparams.n_critic + 1
+    sample = cli.model.generate(2, seed=0)
+    assert sample.shape[1:] == cli.datamodule.sample_shape
+    if preset == "mlp_digits.yaml":
+        assert isinstance(cli.model.generator, MLPGenerator)
+
+
+def test_callbacks_flag_switches_on_a_configured_callback(tmp_path):
+    cli = fit(tmp_path, "--callbacks", "grad_norm", "--grad_norm.norm_type", "1")
+    monitors = [cb for cb in cli.trainer.callbacks if isinstance(cb, GradNormMonitor)]
+    assert len(monitors) == 1 and monitors[0].norm_type == 1.0
+    assert cli.trainer.callback_metrics["train/d_grad_norm"] > 0
+    assert cli.trainer.callback_metrics["train/g_grad_norm"] > 0
+
+
+def test_run_writes_checkpoints_samples_config_and_metrics(tmp_path):
+    cli = fit(tmp_path, "--trainer.max_epochs", "2")
+    run = Path(cli.trainer.checkpoint_callback.dirpath).parent
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    assert best.is_file() and best.name.startswith("best-epoch")
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["trainer"]["max_epochs"] == 2
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/d_loss", "train/g_loss", "val/swd"} <= set(header)
+
+
+def test_resume_from_last_continues_the_step_count_from_the_saved_weights(tmp_path):
+    first = fit(tmp_path, "--trainer.max_epochs", "2")
+    last = Path(first.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 2 * 3 * 2  # epochs * batches * (D step + G step)
+    resumed = fit(tmp_path / "again", "--trainer.max_epochs", "3", "--ckpt_path", str(last))
+    assert resumed.trainer.global_step == 3 * 3 * 2
+    assert resumed.trainer.current_epoch == 3
+
+
+def test_checkpoint_of_another_architecture_is_refused_and_left_intact(tmp_path, capsys):
+    first = fit(tmp_path)
+    last = Path(first.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    before = last.read_bytes()
+    rc = main(tiny_args(tmp_path / "wide", "--model.generator.init_args.width", "8", "--ckpt_path", str(last)))
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "different architecture" in err and "generator.stem.0.weight" in err
+    assert last.read_bytes() == before
+
+
+@pytest.mark.parametrize("content,message", [(b"not a checkpoint", "is not a readable checkpoint"), (None, "does not exist")])
+def test_unreadable_checkpoint_is_refused_before_building_anything(tmp_path, capsys, content, message):
+    ckpt = tmp_path / "broken.ckpt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    assert main(tiny_args(tmp_path, "--ckpt_path", str(ckpt))) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(ckpt) in err
+
+
+def test_wandb_offline_run_holds_scalars_images_and_config(tmp_path):
+    import json
+
+    import wandb
+
+    fit(tmp_path, "--callbacks", "grad_norm", logger="WandbLogger")
+    wandb.finish()
+    run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
+    records = read_wandb_records(next(run_dir.glob("run-*.wandb")))
+    by_kind: dict[str, list] = {}
+    for record in records:
+        by_kind.setdefault(record.WhichOneof("record_type"), []).append(record)
+    run = by_kind["run"][0].run
+    assert (run.display_name, run.run_group) == ("dcgan-digits+grad_norm", "dcgan-digits")
+    assert set(run.tags) >= {"dcgan", "digits", "bce", "grad_norm"}
+    logged = {item.key or "/".join(item.nested_key) for r in by_kind["history"] for item in r.history.item}
+    assert {"train/d_loss", "train/g_loss", "val/swd", "train/d_grad_norm", "samples/filenames"} <= logged
+    grid = np.asarray(Image.open(next((run_dir / "files" / "media" / "images").glob("samples_*.png"))))
+    assert grid.max() == 255 and grid.std() > 20  # a float grid would have come out black
+    config = {item.key: item.value_json for r in by_kind["config"] for item in r.config.update}
+    assert json.loads(config["config"])["callbacks"] == "grad_norm"  # the full CLI config
+
+
+def test_tensorboard_receives_the_sample_grid(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli = fit(tmp_path, logger="TensorBoardLogger")
+    events = EventAccumulator(cli.trainer.logger.log_dir)
+    events.Reload()
+    assert "samples" in events.Tags()["images"]
+    image = events.Images("samples")[-1]
+    assert (image.width, image.height) == (82, 82)  # 8x8 grid of 8x8 samples with 2-pixel padding
+    assert "train/d_loss" in events.Tags()["scalars"]

@@ -1,0 +1,70 @@
+"""Multi-process DDP on CPU (gloo) and bf16-mixed on CPU with the manual-optimization step."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from gan_lightning.hooks import GANCallback
+from tests.helpers import REPO, make_trainer, tiny_digits, tiny_module
+
+
+def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
+    """What a user types: `--trainer.strategy ddp --trainer.devices 2` through train.py (the
+    launcher re-executes the script), with the generator step's unused D parameters."""
+    dump = tmp_path / "ranks"
+    cmd = [
+        sys.executable, str(REPO / "train.py"),
+        "--config", str(REPO / "tests" / "tiny.yaml"),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+        "--trainer.max_epochs", "2",
+        "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
+        "--trainer.callbacks+=tests.probes.RankDump", "--trainer.callbacks.out_dir", str(dump),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("MASTER_PORT", None)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["world_size"] == r1["world_size"] == 2
+    assert r0["first_batch"] != r1["first_batch"]  # each rank trained on its own shard...
+    assert r0["global_step"] == r1["global_step"] == 2 * 3 * 2
+    for name, p in r0["params"].items():  # ...yet gradient sync kept the weights identical
+        assert torch.equal(p, r1["params"][name]), name
+    init = tiny_module().state_dict()
+    assert not torch.equal(r0["params"]["generator.stem.0.weight"], init["generator.stem.0.weight"])
+
+
+class PrecisionProbe(GANCallback):
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    def generator_loss_terms(self, trainer, module, z, fake):
+        self.seen.append(
+            {
+                "autocast": torch.is_autocast_enabled("cpu"),
+                "fake": fake.dtype,
+                "params": {p.dtype for p in module.parameters()},
+            }
+        )
+        return {}
+
+    def on_generator_step_end(self, trainer, module):
+        self.seen[-1]["grads"] = {p.grad.dtype for p in module.generator.parameters() if p.grad is not None}
+
+
+def test_bf16_mixed_autocasts_the_step_and_keeps_fp32_master_weights(tmp_path, seeded):
+    probe = PrecisionProbe()
+    module = tiny_module()
+    before = module.generator.stem[0].weight.detach().clone()
+    trainer = make_trainer(tmp_path, precision="bf16-mixed", limit_train_batches=3, limit_val_batches=1, callbacks=[probe])
+    trainer.fit(module, tiny_digits())
+    assert len(probe.seen) == 3
+    for step in probe.seen:
+        assert step["autocast"] and step["fake"] == torch.bfloat16
+        assert step["params"] == {torch.float32} and step["grads"] == {torch.float32}
+    assert not torch.equal(before, module.generator.stem[0].weight)
+    assert torch.isfinite(trainer.callback_metrics["val/swd"])
