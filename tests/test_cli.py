@@ -157,11 +157,15 @@ def test_unreadable_checkpoint_is_refused_before_building_anything(tmp_path, cap
     assert message in err and str(ckpt) in err
 
 
-def test_wandb_offline_run_holds_scalars_images_and_config(tmp_path):
+def test_wandb_without_credentials_logs_offline_with_scalars_images_and_config(tmp_path, monkeypatch):
     import json
 
     import wandb
 
+    # No key, no ~/.netrc, no WANDB_MODE: online would prompt for a key and hang, so offline is forced.
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
     fit(tmp_path, "--callbacks", "grad_norm", logger="WandbLogger")
     wandb.finish()
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
@@ -190,3 +194,29 @@ def test_tensorboard_receives_the_sample_grid(tmp_path):
     image = events.Images("samples")[-1]
     assert (image.width, image.height) == (82, 82)  # 8x8 grid of 8x8 samples with 2-pixel padding
     assert "train/d_loss" in events.Tags()["scalars"]
+
+
+def test_sigterm_writes_a_checkpoint_before_stopping(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, str(REPO / "train.py"), *tiny_args(tmp_path, "--trainer.max_epochs", "100000")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.rglob("last.ckpt")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert list(tmp_path.rglob("last.ckpt")), "training never reached its first checkpoint"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    saved = list(tmp_path.rglob("on_exception.ckpt"))
+    assert len(saved) == 1, proc.stderr.read()[-2000:]
+    ckpt = torch.load(saved[0], map_location="cpu", weights_only=True)
+    last = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] >= last["global_step"] > 0
+    assert set(ckpt["state_dict"]) == set(last["state_dict"])
