@@ -21,6 +21,7 @@ from gan_lightning.errors import ConfigError
 from gan_lightning.loggers import describe_run, run_dir, wandb_credentials_available
 from gan_lightning.module import GANModule
 from gan_lightning.samples import SampleGrid
+from gan_lightning.summary import LayerTable
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -53,7 +54,7 @@ class GANLightningCLI(LightningCLI):
             subclass_mode_data=True,
             save_config_callback=SaveRunConfig,
             save_config_kwargs={"save_to_log_dir": False},
-            trainer_defaults={"callbacks": [InterruptCheckpoint()]},
+            trainer_defaults={"callbacks": [InterruptCheckpoint(), LayerTable()]},
             parser_kwargs={sub: dict(defaults) for sub in SUBCOMMANDS},
             auto_configure_optimizers=False,
             args=args,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 from pathlib import Path
@@ -48,6 +49,25 @@ def log_image(trainer: Trainer, key: str, image: np.ndarray) -> None:
             logger.log_image(key=key, images=[image], step=trainer.global_step)
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
+
+
+def log_table(trainer: Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> Path:
+    """Send a table to every logger that takes tables (a W&B table, TensorBoard markdown
+    text) and always write it as ``<run>/tables/<key>.csv``, the CSV logger's only record."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key=key, columns=columns, data=rows, step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+            logger.experiment.add_text(key, "\n".join(lines), trainer.global_step)
+    path = run_dir(trainer) / "tables" / (key.replace("/", "_") + ".csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
 
 
 def describe_run(generator: str, data: str, loss: str, callbacks: list[str]) -> dict[str, Any]:

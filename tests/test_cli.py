@@ -123,7 +123,13 @@ def test_run_writes_checkpoints_samples_config_and_metrics(tmp_path):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["trainer"]["max_epochs"] == 2
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"train/d_loss", "train/g_loss", "val/swd"} <= set(header)
+    assert {"train/d_loss", "train/g_loss", "val/swd", "compress/g_params"} <= set(header)
+    import csv
+
+    rows = list(csv.DictReader((run / "tables" / "model_layers.csv").open()))
+    g_rows = [r for r in rows if r["network"] == "generator"]
+    assert sum(int(r["parameters"]) for r in g_rows) == sum(p.numel() for p in cli.model.generator.parameters())
+    assert {r["type"] for r in g_rows} == {"Linear", "BatchNorm1d", "ConvTranspose2d"}  # 8x8: one upsampling
 
 
 def test_resume_from_last_continues_the_step_count_from_the_saved_weights(tmp_path):
@@ -178,6 +184,7 @@ def test_wandb_without_credentials_logs_offline_with_scalars_images_and_config(t
     assert set(run.tags) >= {"dcgan", "digits", "bce", "grad_norm"}
     logged = {item.key or "/".join(item.nested_key) for r in by_kind["history"] for item in r.history.item}
     assert {"train/d_loss", "train/g_loss", "val/swd", "train/d_grad_norm", "samples/filenames"} <= logged
+    assert "compress/g_params" in logged and any(k.startswith("model/layers/") for k in logged)
     grid = np.asarray(Image.open(next((run_dir / "files" / "media" / "images").glob("samples_*.png"))))
     assert grid.max() == 255 and grid.std() > 20  # a float grid would have come out black
     config = {item.key: item.value_json for r in by_kind["config"] for item in r.config.update}
@@ -194,6 +201,7 @@ def test_tensorboard_receives_the_sample_grid(tmp_path):
     image = events.Images("samples")[-1]
     assert (image.width, image.height) == (82, 82)  # 8x8 grid of 8x8 samples with 2-pixel padding
     assert "train/d_loss" in events.Tags()["scalars"]
+    assert any(tag.startswith("model/layers") for tag in events.Tags()["tensors"])  # the layer table as text
 
 
 def test_sigterm_writes_a_checkpoint_before_stopping(tmp_path):
