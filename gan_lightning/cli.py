@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities import rank_zero_info
 
-import callbacks as callback_plugins
+import callbacks  # noqa: F401  (importing the package registers every plug-in callback)
 from callbacks.registry import CALLBACKS, parse_names
 from datamodules.base import GANDataModule
 from gan_lightning.checkpoint import InterruptCheckpoint, read_checkpoint
@@ -122,7 +122,7 @@ class GANLightningCLI(LightningCLI):
             for key, value in run.items():
                 if args.get(key) is None:
                     args[key] = value
-            if not args.get("offline") and not wandb_credentials_available() and "WANDB_MODE" not in __import__("os").environ:
+            if not args.get("offline") and not wandb_credentials_available() and "WANDB_MODE" not in os.environ:
                 args["offline"] = True
                 rank_zero_info(
                     f"W&B: no credentials found, logging offline under {args.get('save_dir')}/wandb"
@@ -142,6 +142,3 @@ def with_default_subcommand(argv: list[str]) -> list[str]:
     if argv and argv[0] in SUBCOMMANDS:
         return argv
     return ["fit", *argv]
-
-
-__all__ = ["GANLightningCLI", "with_default_subcommand", "callback_plugins"]

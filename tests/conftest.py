@@ -11,7 +11,9 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-torch.set_num_threads(2)
+# One thread: the networks are tiny, and two OpenMP threads fighting another process for
+# two cores slow a fit down tenfold.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
