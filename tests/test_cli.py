@@ -228,3 +228,13 @@ def test_sigterm_writes_a_checkpoint_before_stopping(tmp_path):
     last = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)
     assert ckpt["global_step"] >= last["global_step"] > 0
     assert set(ckpt["state_dict"]) == set(last["state_dict"])
+
+
+def test_cli_checkpoint_rebuilds_its_model_in_plain_python(tmp_path):
+    from gan_lightning.module import GANModule
+
+    cli = fit(tmp_path, "--model.ema_decay", "0.9", "--model.generator.init_args.width", "6")
+    last = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    loaded = GANModule.load_from_checkpoint(last, map_location="cpu")
+    assert loaded.generator.blocks[0].in_channels == 6 and loaded.hparams.ema_decay == 0.9
+    torch.testing.assert_close(loaded.generate(8, seed=5), cli.model.cpu().generate(8, seed=5))
