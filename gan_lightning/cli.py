@@ -92,10 +92,14 @@ class GANLightningCLI(LightningCLI):
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             read_checkpoint(ckpt_path)
 
+    @property
+    def _run_config(self) -> Namespace:
+        """The parsed config of the subcommand being run."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def before_instantiate_classes(self) -> None:
-        config = self._get(self.config, "callbacks") if self.subcommand else self.config.callbacks
-        self.callback_names = parse_names(config or "")
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        cfg = self._run_config
+        self.callback_names = parse_names(cfg.callbacks or "")
         defaults = self._parser(self.subcommand).get_defaults()
         for name in CALLBACKS:
             if name not in self.callback_names and cfg.get(name) != defaults.get(name):
@@ -130,8 +134,7 @@ class GANLightningCLI(LightningCLI):
                 )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
-        plugins = [CALLBACKS[name](**vars(cfg[name]).copy()) for name in self.callback_names]
+        plugins = [CALLBACKS[name](**vars(self._run_config[name]).copy()) for name in self.callback_names]
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         return self._instantiate_trainer(trainer_config, extra + plugins)

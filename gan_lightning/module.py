@@ -135,7 +135,7 @@ class GANModule(pl.LightningModule):
             return
         with torch.no_grad():
             was_training = self.generator.training
-            self.generator.eval()  # BatchNorm would refuse a batch of one in train mode
+            self.generator.eval()  # so that this probe leaves BatchNorm's running statistics alone
             produced = tuple(self.generator(torch.zeros(2, self.z_dim, device=self.device)).shape[1:])
             self.generator.train(was_training)
         if produced != tuple(expected):
