@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
 from gan_lightning.cli import GANLightningCLI, with_default_subcommand
 from gan_lightning.errors import GANLightningError
 
@@ -29,6 +31,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         GANLightningCLI(args=None if argv is None else with_default_subcommand(argv))
     except Exception as exc:
         error = user_error(exc)
+        if error is None and isinstance(exc, MisconfigurationException):
+            error = exc  # Lightning's own one-line refusals of a Trainer setting
         if error is None:
             raise
         print(f"error: {error}", file=sys.stderr)

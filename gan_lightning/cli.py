@@ -17,14 +17,14 @@ import callbacks  # noqa: F401  (importing the package registers every plug-in c
 from callbacks.registry import CALLBACKS, parse_names
 from datamodules.base import GANDataModule
 from gan_lightning.checkpoint import InterruptCheckpoint, read_checkpoint
-from gan_lightning.errors import ConfigError
+from gan_lightning.errors import CheckpointError, ConfigError
 from gan_lightning.loggers import describe_run, run_dir, wandb_credentials_available
 from gan_lightning.module import GANModule
 from gan_lightning.samples import SampleGrid
 from gan_lightning.summary import LayerTable
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate")
 
 
 class SaveRunConfig(SaveConfigCallback):
@@ -83,14 +83,22 @@ class GANLightningCLI(LightningCLI):
         for name, cls in sorted(CALLBACKS.items()):
             parser.add_class_arguments(cls, name, instantiate=False, fail_untyped=False)
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # GANModule has no test or predict step, so only these two are offered.
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
+
     # ------------------------------------------------------------------ config checks
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would silently replace the configured model by the checkpoint's; a
-        # mismatch must be refused instead (GANModule.on_load_checkpoint compares shapes), and
-        # an unreadable file refused before anything is built.
+        # mismatch must be refused instead, and an unreadable file before anything is built.
+        self.resume_checkpoint: Optional[dict] = None
         ckpt_path = self.config.get(self.config.get("subcommand") or "", Namespace()).get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-            read_checkpoint(ckpt_path)
+        if ckpt_path in ("last", "best"):
+            # Lightning looks for these in the new run's own, empty folder and quietly starts afresh.
+            raise ConfigError(f"--ckpt_path {ckpt_path} is not supported by train.py: pass the .ckpt file, e.g. runs/<project>/<run>/checkpoints/last.ckpt")
+        if ckpt_path and ckpt_path not in ("hpc", "registry"):
+            self.resume_checkpoint = read_checkpoint(ckpt_path)
 
     @property
     def _run_config(self) -> Namespace:
@@ -108,7 +116,35 @@ class GANLightningCLI(LightningCLI):
                     f"--{name}.{changed[0] if changed else '*'} was set but the {name!r} callback is not switched on;"
                     f" add it with --callbacks {','.join([*self.callback_names, name])}"
                 )
+        for flag, neutral in (("gradient_clip_val", None), ("accumulate_grad_batches", 1)):
+            if cfg.trainer.get(flag) not in (neutral, 0):
+                raise ConfigError(f"--trainer.{flag} does not apply to the GAN's manual optimization; leave it unset")
+        if self.resume_checkpoint is not None:
+            self._continue_run_folder(cfg, Path(cfg.ckpt_path))
         self._configure_wandb(cfg)
+
+    @staticmethod
+    def _continue_run_folder(cfg: Namespace, ckpt_path: Path) -> None:
+        """A resumed run writes on into the checkpoint's run folder (and W&B run), so that
+        ModelCheckpoint keeps its best score and the dashboard shows one continuous run."""
+        if ckpt_path.parent.name != "checkpoints" or cfg.checkpoint.get("dirpath"):
+            return
+        cfg.checkpoint.dirpath = str(ckpt_path.parent)
+        logger_cfg = cfg.trainer.get("logger")
+        if isinstance(logger_cfg, Namespace) and str(logger_cfg.get("class_path", "")).endswith("WandbLogger"):
+            if logger_cfg.init_args.get("id") is None:
+                logger_cfg.init_args["id"] = ckpt_path.parent.parent.name
+                logger_cfg["dict_kwargs"] = {**(logger_cfg.get("dict_kwargs") or {}), "resume": "allow"}
+
+    def after_instantiate_classes(self) -> None:
+        # Checked here, before the Trainer starts its logger, so that a refused run leaves no run folder.
+        shape = getattr(self.datamodule, "sample_shape", None)
+        if shape is not None:
+            self.model.check_sample_shape(tuple(shape))
+        if self.resume_checkpoint is not None:
+            problem = self.model.checkpoint_mismatch(self.resume_checkpoint)
+            if problem:
+                raise CheckpointError(problem)
 
     def _configure_wandb(self, cfg: Namespace) -> None:
         logger_cfg = cfg.trainer.get("logger")
@@ -135,8 +171,11 @@ class GANLightningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         plugins = [CALLBACKS[name](**vars(self._run_config[name]).copy()) for name in self.callback_names]
-        extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        if trainer_config.get("enable_checkpointing") is False:
+            # Lightning refuses a ModelCheckpoint when checkpointing is off; ours is a default, not the user's.
+            extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
         return self._instantiate_trainer(trainer_config, extra + plugins)
 
 

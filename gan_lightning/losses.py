@@ -31,11 +31,33 @@ def _bce_g(fake: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
 
 
+def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def _wasserstein_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return fake.mean() - real.mean()
+
+
+def _negated_mean(fake: torch.Tensor) -> torch.Tensor:
+    # The generator loss of both hinge and Wasserstein GANs.
+    return -fake.mean()
+
+
+def _lsgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake**2).mean()
+
+
+def _lsgan_g(fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((fake - 1) ** 2).mean()
+
+
+# Module-level functions, not lambdas: ddp_spawn pickles the module and its loss.
 LOSSES: dict[str, AdversarialLoss] = {
     "bce": AdversarialLoss(_bce_d, _bce_g),
-    "hinge": AdversarialLoss(lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(), lambda f: -f.mean()),
-    "wasserstein": AdversarialLoss(lambda r, f: f.mean() - r.mean(), lambda f: -f.mean()),
-    "lsgan": AdversarialLoss(lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(), lambda f: 0.5 * ((f - 1) ** 2).mean()),
+    "hinge": AdversarialLoss(_hinge_d, _negated_mean),
+    "wasserstein": AdversarialLoss(_wasserstein_d, _negated_mean),
+    "lsgan": AdversarialLoss(_lsgan_d, _lsgan_g),
 }
 
 LossName = Literal["bce", "hinge", "wasserstein", "lsgan"]

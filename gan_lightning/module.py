@@ -119,8 +119,10 @@ class GANModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        self._check_sample_shape()
-        strategy = self.trainer.strategy if self._trainer is not None else None
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "sample_shape", None) is not None:
+            self.check_sample_shape(tuple(datamodule.sample_shape))
+        strategy = self.trainer.strategy
         # Each backward uses only one network's parameters, which plain DDP refuses ("parameters
         # that were not used in producing the loss"). DDPStrategy has no public setter and wraps
         # the model after setup(), so this is the point where the flag can still be set for the user.
@@ -128,21 +130,30 @@ class GANModule(pl.LightningModule):
             strategy._ddp_kwargs["find_unused_parameters"] = True
             rank_zero_info("GANModule: DDP set to find_unused_parameters=True (D and G steps use disjoint parameters).")
 
-    def _check_sample_shape(self) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        expected = getattr(datamodule, "sample_shape", None)
-        if expected is None:
-            return
-        with torch.no_grad():
-            was_training = self.generator.training
-            self.generator.eval()  # so that this probe leaves BatchNorm's running statistics alone
+    @torch.no_grad()
+    def check_sample_shape(self, expected: tuple[int, ...]) -> None:
+        """Refuse, with one sentence, networks that cannot make or judge samples of this shape."""
+        hint = (
+            "use 2-D networks such as configs/gmm_ring.yaml (MLPs with out_shape/in_shape [2])"
+            if len(expected) == 1
+            else "make --model.generator.init_args and --model.discriminator.init_args (image_size, channels,"
+            " out_shape/in_shape) match --data (image_size, channels)"
+        )
+        # eval(): a probe must not move BatchNorm's running statistics
+        modes = (self.generator.training, self.discriminator.training)
+        self.generator.eval(), self.discriminator.eval()
+        try:
             produced = tuple(self.generator(torch.zeros(2, self.z_dim, device=self.device)).shape[1:])
-            self.generator.train(was_training)
-        if produced != tuple(expected):
-            raise ConfigError(
-                f"the generator makes samples of shape {produced} but the data has {tuple(expected)}: make"
-                " --model.generator.init_args (image_size/channels/out_shape) match --data (image_size/channels)"
-            )
+            if produced != expected:
+                raise ConfigError(f"the generator makes samples of shape {produced} but the data has {expected}: {hint}")
+            try:
+                judged = tuple(self.discriminator(torch.zeros(2, *expected, device=self.device)).shape)
+            except RuntimeError as exc:
+                raise ConfigError(f"the discriminator cannot take samples of shape {expected} ({exc}): {hint}") from exc
+            if judged != (2,):
+                raise ConfigError(f"the discriminator must return one logit per sample, shape (n,), but returned {judged}")
+        finally:
+            self.generator.train(modes[0]), self.discriminator.train(modes[1])
 
     def configure_optimizers(self):
         def build(params, lr):
@@ -264,11 +275,30 @@ class GANModule(pl.LightningModule):
         self._val_real = []
 
     # ------------------------------------------------------------------ checkpoints
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        problems = state_dict_mismatches(checkpoint.get("state_dict", {}), self.state_dict())
+    def checkpoint_mismatch(self, checkpoint: dict[str, Any]) -> Optional[str]:
+        """Why ``checkpoint`` cannot be loaded into this model, or None when it can.
+
+        A checkpoint without EMA weights is adapted in place when this model keeps an EMA: the
+        average starts from the checkpoint's generator.
+        """
+        state = checkpoint.get("state_dict", {})
+        saved_ema = any(k.startswith("generator_ema.") for k in state)
+        if self.generator_ema is not None and not saved_ema:
+            state.update({"generator_ema." + k[len("generator.") :]: v.clone() for k, v in list(state.items()) if k.startswith("generator.")})
+            rank_zero_info("The checkpoint has no EMA generator: the EMA starts from its generator.")
+        elif self.generator_ema is None and saved_ema:
+            decay = checkpoint.get("hyper_parameters", {}).get("ema_decay")
+            return f"the checkpoint holds an EMA generator but --model.ema_decay is null: resume with --model.ema_decay {decay}"
+        problems = state_dict_mismatches(state, self.state_dict())
         if problems:
-            raise CheckpointError(
+            return (
                 "the checkpoint was saved from a different architecture than the configured model ("
                 + "; ".join(problems)
                 + "): resume with the generator/discriminator settings it was trained with"
             )
+        return None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        problem = self.checkpoint_mismatch(checkpoint)
+        if problem:
+            raise CheckpointError(problem)

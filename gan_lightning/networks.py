@@ -13,6 +13,8 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
+from gan_lightning.errors import ConfigError
+
 OutputActivation = Literal["tanh", "none"]
 
 
@@ -79,7 +81,10 @@ def _num_upsamplings(image_size: int) -> int:
     # DCGAN starts from a 4x4 map and doubles it; other sizes cannot be reached exactly.
     n = int(math.log2(image_size)) - 2
     if image_size < 8 or 4 * 2**n != image_size:
-        raise ValueError(f"image_size must be a power of two >= 8 for DCGAN networks, got {image_size}")
+        raise ConfigError(
+            f"--model.generator.init_args.image_size and --model.discriminator.init_args.image_size must be a"
+            f" power of two >= 8 for DCGAN networks (and match --data.image_size), got {image_size}"
+        )
     return n
 
 

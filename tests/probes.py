@@ -32,3 +32,15 @@ class RankDump(Callback):
             },
             self.out_dir / f"rank{trainer.global_rank}.pt",
         )
+
+
+class TrainStartState(Callback):
+    """Keeps a copy of the module's state_dict as training starts (after any checkpoint restore)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] = {}
+        self.best_model_score = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        self.best_model_score = trainer.checkpoint_callback.best_model_score

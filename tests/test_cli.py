@@ -14,6 +14,7 @@ from callbacks.grad_norm import GradNormMonitor
 from gan_lightning.cli import GANLightningCLI
 from gan_lightning.networks import MLPGenerator
 from tests.helpers import REPO, read_wandb_records
+from tests.probes import TrainStartState
 from train import main
 
 TINY = str(REPO / "tests" / "tiny.yaml")
@@ -51,14 +52,20 @@ def test_help_lists_the_callback_names(capsys):
         (["--data.init_args.train_fraction", "1.5"], "--data.train_fraction must be in (0, 1]"),
         (["--model.n_critic", "0"], "--model.n_critic must be an integer >= 1"),
         (["--data.init_args.image_size", "16"], "the generator makes samples of shape (1, 8, 8) but the data has (1, 16, 16)"),
+        (["--model.discriminator.init_args.image_size", "16"], "the discriminator cannot take samples of shape (1, 8, 8)"),
+        (["--model.generator.init_args.image_size", "30"], "--model.generator.init_args.image_size and --model.discriminator.init_args.image_size must be a power of two"),
+        (["--data", "datamodules.GaussianMixtureDataModule"], "but the data has (2,): use 2-D networks such as configs/gmm_ring.yaml"),
+        (["--trainer.gradient_clip_val", "1.0"], "--trainer.gradient_clip_val does not apply to the GAN's manual optimization"),
+        (["--ckpt_path", "last"], "--ckpt_path last is not supported by train.py: pass the .ckpt file"),
     ],
 )
 def test_bad_input_is_one_clear_sentence(tmp_path, capsys, extra, message):
-    assert main(tiny_args(tmp_path, *extra)) == 2
+    run = tmp_path / "run"
+    assert main(tiny_args(run, *extra)) == 2
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
-    assert not list(tmp_path.rglob("*.ckpt"))  # refused before training started
+    assert not run.exists()  # refused before the logger made a run folder
 
 
 def test_unknown_choice_lists_the_allowed_values(tmp_path, capsys):
@@ -113,6 +120,12 @@ def test_callbacks_flag_switches_on_a_configured_callback(tmp_path):
     assert cli.trainer.callback_metrics["train/g_grad_norm"] > 0
 
 
+def test_checkpointing_can_be_switched_off(tmp_path):
+    cli = fit(tmp_path, "--trainer.enable_checkpointing", "false")
+    assert cli.trainer.global_step == 3 * 2
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_run_writes_checkpoints_samples_config_and_metrics(tmp_path):
     cli = fit(tmp_path, "--trainer.max_epochs", "2")
     run = Path(cli.trainer.checkpoint_callback.dirpath).parent
@@ -132,14 +145,40 @@ def test_run_writes_checkpoints_samples_config_and_metrics(tmp_path):
     assert {r["type"] for r in g_rows} == {"Linear", "BatchNorm1d", "ConvTranspose2d"}  # 8x8: one upsampling
 
 
-def test_resume_from_last_continues_the_step_count_from_the_saved_weights(tmp_path):
+def _resume(tmp_path, last: Path, *extra: str) -> tuple[GANLightningCLI, TrainStartState]:
+    cli = fit(tmp_path, "--ckpt_path", str(last), "--trainer.callbacks+=tests.probes.TrainStartState", *extra)
+    return cli, next(cb for cb in cli.trainer.callbacks if isinstance(cb, TrainStartState))
+
+
+def test_resume_from_last_continues_steps_weights_and_best_score_in_the_same_folder(tmp_path):
     first = fit(tmp_path, "--trainer.max_epochs", "2")
-    last = Path(first.trainer.checkpoint_callback.dirpath) / "last.ckpt"
-    saved = torch.load(last, map_location="cpu", weights_only=True)
+    folder = Path(first.trainer.checkpoint_callback.dirpath)
+    best_before = first.trainer.checkpoint_callback.best_model_score.item()
+    saved = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 2 * 3 * 2  # epochs * batches * (D step + G step)
-    resumed = fit(tmp_path / "again", "--trainer.max_epochs", "3", "--ckpt_path", str(last))
-    assert resumed.trainer.global_step == 3 * 3 * 2
-    assert resumed.trainer.current_epoch == 3
+
+    resumed, start = _resume(tmp_path, folder / "last.ckpt", "--trainer.max_epochs", "3")
+    for k, v in saved["state_dict"].items():
+        torch.testing.assert_close(start.state[k], v)
+    assert start.best_model_score.item() == pytest.approx(best_before)  # not reset by a new folder
+    assert resumed.trainer.global_step == 3 * 3 * 2 and resumed.trainer.current_epoch == 3
+    assert Path(resumed.trainer.checkpoint_callback.dirpath) == folder
+    after = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    assert after["global_step"] == 3 * 3 * 2
+
+
+def test_resume_starts_an_ema_from_a_checkpoint_without_one_and_names_the_flag_the_other_way(tmp_path, capsys):
+    plain = fit(tmp_path / "plain", "--model.ema_decay", "null")
+    plain_last = Path(plain.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    _, start = _resume(tmp_path / "plain", plain_last, "--model.ema_decay", "0.9", "--trainer.max_epochs", "2")
+    for k, v in start.state.items():
+        if k.startswith("generator_ema."):
+            torch.testing.assert_close(v, start.state["generator." + k[len("generator_ema."):]])
+
+    ema = fit(tmp_path / "ema", "--model.ema_decay", "0.9")
+    ema_last = Path(ema.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    assert main(tiny_args(tmp_path / "ema", "--model.ema_decay", "null", "--ckpt_path", str(ema_last))) == 2
+    assert "resume with --model.ema_decay 0.9" in capsys.readouterr().err
 
 
 def test_checkpoint_of_another_architecture_is_refused_and_left_intact(tmp_path, capsys):
@@ -238,3 +277,15 @@ def test_cli_checkpoint_rebuilds_its_model_in_plain_python(tmp_path):
     loaded = GANModule.load_from_checkpoint(last, map_location="cpu")
     assert loaded.generator.blocks[0].in_channels == 6 and loaded.hparams.ema_decay == 0.9
     torch.testing.assert_close(loaded.generate(8, seed=5), cli.model.cpu().generate(8, seed=5))
+
+
+def test_resumed_wandb_run_continues_the_same_run(tmp_path):
+    import wandb
+
+    first = fit(tmp_path, logger="WandbLogger")
+    run_id = first.trainer.logger.experiment.id
+    wandb.finish()
+    last = Path(first.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    resumed = fit(tmp_path, "--ckpt_path", str(last), "--trainer.max_epochs", "2", logger="WandbLogger")
+    assert resumed.trainer.logger.experiment.id == run_id
+    wandb.finish()

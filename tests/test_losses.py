@@ -54,3 +54,11 @@ def test_penalties_backpropagate_to_the_critic():
     d = _linear_critic(torch.tensor([3.0, 0.0]))
     gradient_penalty(d, torch.randn(4, 2), torch.randn(4, 2)).backward()
     assert d[1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_survives_pickling_as_ddp_spawn_requires(name):
+    import pickle
+
+    loss = pickle.loads(pickle.dumps(get_loss(name)))
+    assert loss.generator(torch.ones(3)) == get_loss(name).generator(torch.ones(3))
