@@ -49,7 +49,8 @@ class InterruptCheckpoint(Callback):
 
     Not Lightning's OnExceptionCheckpoint: its presence makes every ``fit()`` without a
     ``ckpt_path`` silently resume from the newest checkpoint it can find, and it needs its
-    folder before the run's checkpoint folder is known.
+    folder before the run's checkpoint folder is known. Not ModelCheckpoint's
+    ``save_on_exception`` either: that names the file like a best checkpoint.
     """
 
     def __init__(self, filename: str = "on_exception.ckpt") -> None:

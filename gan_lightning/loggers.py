@@ -27,6 +27,17 @@ def run_dir(trainer: Trainer) -> Path:
     return Path(save_dir) / str(logger.name) / version
 
 
+def logging_step(trainer: Trainer) -> int:
+    """The step that Lightning logs the latest scalars against.
+
+    Lightning's x-axis counts batches, while ``trainer.global_step`` counts optimizer steps
+    (``n_critic + 1`` a batch here), so images and tables logged at ``global_step`` would sit
+    ahead of the scalars of the same moment. The counter is private to Lightning's loop; the
+    last completed batch is one before it.
+    """
+    return max(trainer.fit_loop.epoch_loop._batches_that_stepped - 1, 0)
+
+
 def wandb_credentials_available() -> bool:
     """True when W&B could log online without asking for a key (which would hang without a terminal)."""
     if os.environ.get("WANDB_API_KEY"):
@@ -46,9 +57,9 @@ def log_image(trainer: Trainer, key: str, image: np.ndarray) -> None:
     assert image.dtype == np.uint8 and image.ndim == 3, "log_image expects a uint8 HxWx3 array"
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[image], step=trainer.global_step)
+            logger.log_image(key=key, images=[image], step=logging_step(trainer))
         elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
+            logger.experiment.add_image(key, image, logging_step(trainer), dataformats="HWC")
 
 
 def log_table(trainer: Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> Path:
@@ -56,11 +67,11 @@ def log_table(trainer: Trainer, key: str, columns: list[str], rows: list[list[An
     text) and always write it as ``<run>/tables/<key>.csv``, the CSV logger's only record."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_table(key=key, columns=columns, data=rows, step=trainer.global_step)
+            logger.log_table(key=key, columns=columns, data=rows, step=logging_step(trainer))
         elif isinstance(logger, TensorBoardLogger):
             lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
             lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-            logger.experiment.add_text(key, "\n".join(lines), trainer.global_step)
+            logger.experiment.add_text(key, "\n".join(lines), logging_step(trainer))
     path = run_dir(trainer) / "tables" / (key.replace("/", "_") + ".csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:

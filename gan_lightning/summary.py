@@ -10,7 +10,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
-from gan_lightning.loggers import log_table
+from gan_lightning.loggers import log_table, logging_step
 
 LAYER_COLUMNS = ["network", "layer", "type", "weight_shape", "parameters", "nonzero"]
 
@@ -43,4 +43,4 @@ class LayerTable(Callback):
             "compress/d_params": float(sum(p.numel() for p in pl_module.discriminator.parameters())),
         }
         for logger in trainer.loggers:
-            logger.log_metrics(counts, step=trainer.global_step)
+            logger.log_metrics(counts, step=logging_step(trainer))

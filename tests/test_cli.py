@@ -233,10 +233,12 @@ def test_wandb_without_credentials_logs_offline_with_scalars_images_and_config(t
 def test_tensorboard_receives_the_sample_grid(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cli = fit(tmp_path, logger="TensorBoardLogger")
+    cli = fit(tmp_path, "--trainer.max_epochs", "2", logger="TensorBoardLogger")
     events = EventAccumulator(cli.trainer.logger.log_dir)
     events.Reload()
     assert "samples" in events.Tags()["images"]
+    # one grid per epoch, on the same x-axis as that epoch's validation scalar (batches, not optimizer steps)
+    assert [e.step for e in events.Images("samples")] == [e.step for e in events.Scalars("val/swd")] == [2, 5]
     image = events.Images("samples")[-1]
     assert (image.width, image.height) == (82, 82)  # 8x8 grid of 8x8 samples with 2-pixel padding
     assert "train/d_loss" in events.Tags()["scalars"]
