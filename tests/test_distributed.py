@@ -21,6 +21,9 @@ def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
         "--config", str(REPO / "tests" / "tiny.yaml"),
         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
         "--trainer.max_epochs", "2",
+        # the harder step: several critic steps, an R1 penalty (double backward) and a GAN-hook callback
+        "--model.n_critic", "2", "--model.r1_weight", "1.0", "--model.discriminator.init_args.norm", "none",
+        "--callbacks", "grad_norm",
         "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
         "--trainer.callbacks+=tests.probes.RankDump", "--trainer.callbacks.out_dir", str(dump),
     ]
@@ -31,10 +34,10 @@ def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
     r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["first_batch"] != r1["first_batch"]  # each rank trained on its own shard...
-    assert r0["global_step"] == r1["global_step"] == 2 * 3 * 2
+    assert r0["global_step"] == r1["global_step"] == 2 * 3 * (2 + 1)
     for name, p in r0["params"].items():  # ...yet gradient sync kept the weights identical
         assert torch.equal(p, r1["params"][name]), name
-    init = tiny_module().state_dict()
+    init = tiny_module(r1_weight=1.0).state_dict()
     assert not torch.equal(r0["params"]["generator.stem.0.weight"], init["generator.stem.0.weight"])
 
 
