@@ -65,7 +65,10 @@ def test_on_discriminator_step_end_sees_the_stepped_weights(tmp_path, seeded):
 def test_transformed_real_batch_is_what_the_discriminator_sees(tmp_path, seeded):
     seen = []
     module = tiny_module()
-    module.discriminator.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    # grad mode tells the training step's calls from the no-grad shape probe at setup
+    module.discriminator.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].detach().clone()) if torch.is_grad_enabled() else None
+    )
     trainer = make_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0, callbacks=[Recorder(real_value=0.25)])
     trainer.fit(module, tiny_digits())
     # D step sees real then fake; the real one is the transformed batch
