@@ -44,12 +44,25 @@ def make_trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
     return pl.Trainer(**defaults)
 
 
-def read_wandb_records(path: Path) -> list:
-    """Records of an offline W&B run file (``run-*.wandb``).
+def read_wandb_records(path: Path, timeout: float = 30.0) -> list:
+    """Records of a finished offline W&B run file (``run-*.wandb``).
 
-    The file is a ':W&B' header then LevelDB-style log blocks of 32 KiB whose chunks carry
-    serialized ``Record`` protobufs; this wandb release ships no Python reader for it.
+    wandb writes the file from a separate service process, which may still be flushing when
+    ``wandb.finish()`` returns, so this waits for the run's final ``exit`` record.
     """
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        records = _parse_wandb_file(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.time() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _parse_wandb_file(path: Path) -> list:
+    """The file is a ':W&B' header then LevelDB-style log blocks of 32 KiB whose chunks carry
+    serialized ``Record`` protobufs; this wandb release ships no Python reader for it."""
     import struct
 
     from wandb.proto import wandb_internal_pb2
@@ -62,6 +75,8 @@ def read_wandb_records(path: Path) -> list:
             pos += block - pos % block
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if pos + 7 + length > len(data):  # a record still being written
+            break
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0 and length == 0:
             break
