@@ -18,6 +18,7 @@ from callbacks.registry import CALLBACKS, parse_names
 from datamodules.base import GANDataModule
 from gan_lightning.checkpoint import InterruptCheckpoint, read_checkpoint
 from gan_lightning.errors import CheckpointError, ConfigError
+from gan_lightning.evaluation import FidelityEvaluation
 from gan_lightning.loggers import describe_run, run_dir, wandb_credentials_available
 from gan_lightning.module import GANModule
 from gan_lightning.samples import SampleGrid
@@ -65,7 +66,7 @@ class GANLightningCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val/swd",
+                "checkpoint.monitor": "val/fid",
                 "checkpoint.mode": "min",
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-epoch{epoch:03d}",
@@ -73,6 +74,7 @@ class GANLightningCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(SampleGrid, "samples")
+        parser.add_lightning_class_args(FidelityEvaluation, "metrics")
         parser.add_argument(
             "--callbacks",
             type=str,
@@ -119,6 +121,12 @@ class GANLightningCLI(LightningCLI):
         for flag, neutral in (("gradient_clip_val", None), ("accumulate_grad_batches", 1)):
             if cfg.trainer.get(flag) not in (neutral, 0):
                 raise ConfigError(f"--trainer.{flag} does not apply to the GAN's manual optimization; leave it unset")
+        fid_off = cfg.metrics.features == "none" or cfg.metrics.every_n_epochs == 0
+        if cfg.checkpoint.monitor in ("val/fid", "val/kid", "val/is", "val/precision", "val/recall") and fid_off:
+            raise ConfigError(
+                f"--checkpoint.monitor {cfg.checkpoint.monitor} needs --metrics.features domain or inception and"
+                " --metrics.every_n_epochs >= 1; otherwise monitor val/swd"
+            )
         if self.resume_checkpoint is not None:
             self._continue_run_folder(cfg, Path(cfg.ckpt_path))
         self._configure_wandb(cfg)

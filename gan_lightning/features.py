@@ -13,6 +13,7 @@ network, :func:`inception_weights_or_fail` refuses at once instead of hanging on
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from pathlib import Path
 from typing import Optional
@@ -28,7 +29,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from gan_lightning.errors import ConfigError
 
 DOMAIN_EXTRACTOR = "gan-lightning-domain"
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "gan-lightning" / "domain"
+DEFAULT_CACHE_DIR = Path(os.environ.get("GAN_LIGHTNING_CACHE", Path.home() / ".cache" / "gan-lightning")) / "domain"
 # Bump when the classifier or its training changes, so old cache entries are not reused.
 DOMAIN_VERSION = "1"
 

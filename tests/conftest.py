@@ -1,6 +1,7 @@
 """Test environment: offline W&B, two threads, quiet warnings."""
 
 import os
+import tempfile
 import warnings
 
 import pytest
@@ -10,6 +11,8 @@ import torch
 # Never let a test reach W&B servers or ask for a key.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Domain classifiers are cached per test session, not in the user's ~/.cache.
+os.environ["GAN_LIGHTNING_CACHE"] = tempfile.mkdtemp(prefix="gan-lightning-test-cache-")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 # One thread: the networks are tiny, and two OpenMP threads fighting another process for
 # two cores slow a fit down tenfold.

@@ -1,0 +1,167 @@
+"""Sample quality of a generator, in one function used during training and by the evaluate command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from torch.utils.data import DataLoader
+
+from gan_lightning.errors import ConfigError
+from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier, load_domain_classifier
+from gan_lightning.fidelity import fidelity_metrics
+from gan_lightning.mode_coverage import class_histogram_stats, gmm_mode_stats
+
+Features = Literal["domain", "inception", "none"]
+
+
+def real_samples(datamodule, num_real: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``num_real`` samples (and labels) of the fixed validation split."""
+    xs, ys, kept = [], [], 0
+    for x, y in DataLoader(datamodule.val_set, batch_size=256):
+        xs.append(x[: num_real - kept])
+        ys.append(y[: num_real - kept])
+        kept += xs[-1].shape[0]
+        if kept >= num_real:
+            break
+    return torch.cat(xs), torch.cat(ys)
+
+
+@torch.no_grad()
+def generated_samples(module, num_fake: int, seed: int, chunk: int = 500) -> torch.Tensor:
+    """``num_fake`` samples from fixed latents (``seed``), generated in chunks to bound memory."""
+    z = module.sample_z(num_fake, seed=seed)
+    g = module.sampling_generator
+    was_training = g.training
+    g.eval()
+    try:
+        return torch.cat([g(part).float().cpu() for part in z.split(chunk)])
+    finally:
+        g.train(was_training)
+
+
+def evaluate_generator(
+    module,
+    datamodule,
+    features: Features = "domain",
+    num_fake: int = 1000,
+    num_real: int = 1000,
+    seed: int = 0,
+    domain_weights: Optional[str] = None,
+    inception_weights: Optional[str] = None,
+) -> dict[str, float]:
+    """FID/KID/IS/precision/recall in the named feature space, plus mode coverage where the
+    data defines modes (``centers``/``std``: the Gaussian mixture) or classes (the domain classifier)."""
+    real, labels = real_samples(datamodule, num_real)
+    fake = generated_samples(module, num_fake, seed)
+    out: dict[str, float] = {"num_real": float(len(real)), "num_fake": float(len(fake))}
+    if features != "none":
+        out.update(fidelity_metrics(fake, real, features, domain_weights, inception_weights, cuda=fake.is_cuda))
+    centers = getattr(datamodule, "centers", None)
+    if centers is not None:
+        stats = gmm_mode_stats(fake.view(len(fake), -1), centers, float(datamodule.std))
+        out.update(modes=float(stats["modes"]), high_quality=stats["high_quality"], mode_kl=stats["kl"])
+    elif domain_weights is not None:
+        with torch.no_grad():
+            logits = load_domain_classifier(domain_weights)(fake)[1]
+        stats = class_histogram_stats(logits, labels, datamodule.num_classes)
+        out.update(modes=float(stats["classes_covered"]), mode_kl=stats["class_kl"])
+    return out
+
+
+def needs_domain_classifier(datamodule, features: Features) -> bool:
+    """Whether to train (or load) the domain classifier: for the domain features, and to count
+    generated classes when the data has labels but no mode geometry."""
+    labelled = (getattr(datamodule, "num_classes", None) or 0) > 1
+    if features == "domain" and not labelled:
+        raise ConfigError(
+            f"{type(datamodule).__name__} has no class labels to train the domain features on:"
+            " use --metrics.features inception or none"
+        )
+    return labelled and (features == "domain" or getattr(datamodule, "centers", None) is None)
+
+
+class FidelityEvaluation(Callback):
+    """Every ``every_n_epochs`` epochs, after validation, logs ``val/fid``, ``val/kid``, ``val/is``,
+    ``val/precision``, ``val/recall`` and ``val/modes`` (+ ``val/mode_kl``, ``val/high_quality``) of
+    ``num_fake`` samples from fixed latents against ``num_real`` samples of the validation split.
+
+    Rank 0 computes and broadcasts, so every rank logs the same numbers and ModelCheckpoint can
+    monitor them. The feature space, sample counts, split and the domain classifier's held-out
+    accuracy go to the loggers' config under ``metrics``.
+
+    Args:
+        every_n_epochs: interval in epochs; 0 turns the evaluation off.
+        features: ``domain`` (a classifier trained on the labelled training data, cached; offline),
+            ``inception`` (standard InceptionV3 FID; needs the weights file or a network) or ``none``
+            (mode coverage only).
+        num_fake: generated samples per evaluation.
+        num_real: at most this many validation samples.
+        seed: seed of the fixed latents.
+        inception_weights: path of the InceptionV3 FID weights file (pt_inception-2015-12-05).
+        domain_cache_dir: where domain classifiers are cached (default ~/.cache/gan-lightning/domain).
+        domain_epochs: training epochs of the domain classifier.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        features: Features = "domain",
+        num_fake: int = 1000,
+        num_real: int = 1000,
+        seed: int = 0,
+        inception_weights: Optional[str] = None,
+        domain_cache_dir: Optional[str] = None,
+        domain_epochs: int = 5,
+    ) -> None:
+        if every_n_epochs < 0 or num_fake < 2 or num_real < 2:
+            raise ConfigError("--metrics.every_n_epochs must be >= 0 and --metrics.num_fake/--metrics.num_real >= 2")
+        self.every_n_epochs = every_n_epochs
+        self.features = features
+        self.num_fake = num_fake
+        self.num_real = num_real
+        self.seed = seed
+        self.inception_weights = inception_weights
+        self.domain_cache_dir = Path(domain_cache_dir) if domain_cache_dir else DEFAULT_CACHE_DIR
+        self.domain_epochs = domain_epochs
+        self.domain_weights: Optional[str] = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        data = trainer.datamodule
+        if self.every_n_epochs == 0 or data is None:
+            return
+        if needs_domain_classifier(data, self.features):
+            if trainer.is_global_zero:  # rank 0 trains it (or finds it cached); the others then read the cache
+                domain_classifier(data, self.domain_cache_dir, epochs=self.domain_epochs)
+            trainer.strategy.barrier()
+            path, self._record = domain_classifier(data, self.domain_cache_dir, epochs=self.domain_epochs)
+            self.domain_weights = str(path)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.every_n_epochs == 0:
+            return
+        described = {
+            "features": self.features,
+            "num_fake": self.num_fake,
+            "num_real": min(self.num_real, len(trainer.datamodule.val_set)),
+            "split": "val",
+            "seed": self.seed,
+        }
+        if self.domain_weights is not None:
+            described["domain_accuracy"] = self._record["accuracy"]
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"metrics": described})
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.every_n_epochs == 0 or trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        values = None
+        if trainer.is_global_zero:
+            values = evaluate_generator(
+                pl_module, trainer.datamodule, self.features, self.num_fake, self.num_real, self.seed,
+                self.domain_weights, self.inception_weights,
+            )
+        values = trainer.strategy.broadcast(values, src=0)
+        pl_module.log_dict({f"val/{k}": v for k, v in values.items() if not k.startswith("num_")}, sync_dist=False)
