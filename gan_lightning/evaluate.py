@@ -24,7 +24,7 @@ from datamodules.base import GANDataModule
 from gan_lightning.checkpoint import read_checkpoint
 from gan_lightning.errors import ConfigError, GANLightningError
 from gan_lightning.evaluation import evaluate_generator, needs_domain_classifier
-from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier
+from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier, inception_weights_or_fail
 from gan_lightning.module import GANModule
 
 
@@ -50,6 +50,8 @@ def evaluate_checkpoint(
     cache_dir: Path = DEFAULT_CACHE_DIR,
 ) -> dict:
     read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
+    if features == "inception":
+        inception_weights_or_fail(inception_weights)
     module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
     datamodule = datamodule_from_config(config or ckpt_path.parent.parent / "config.yaml")
     datamodule.setup("validate")

@@ -10,7 +10,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier, load_domain_classifier
+from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier, inception_weights_or_fail, load_domain_classifier
 from gan_lightning.fidelity import fidelity_metrics
 from gan_lightning.mode_coverage import class_histogram_stats, gmm_mode_stats
 
@@ -132,6 +132,8 @@ class FidelityEvaluation(Callback):
         data = trainer.datamodule
         if self.every_n_epochs == 0 or data is None:
             return
+        if self.features == "inception":  # refuse now rather than after the first epoch
+            inception_weights_or_fail(self.inception_weights)
         if needs_domain_classifier(data, self.features):
             if trainer.is_global_zero:  # rank 0 trains it (or finds it cached); the others then read the cache
                 domain_classifier(data, self.domain_cache_dir, epochs=self.domain_epochs)

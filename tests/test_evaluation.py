@@ -1,0 +1,120 @@
+"""Sample-quality evaluation during training, from a checkpoint, and mode coverage through it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import gan_lightning.features as features
+from datamodules.digits import DigitsDataModule
+from datamodules.gaussian_mixture import GaussianMixtureDataModule
+from gan_lightning.cli import GANLightningCLI
+from gan_lightning.evaluate import main as evaluate_main
+from gan_lightning.evaluation import evaluate_generator
+from gan_lightning.module import GANModule
+from gan_lightning.networks import MLPDiscriminator
+from tests.helpers import REPO
+
+TINY = str(REPO / "tests" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cli = GANLightningCLI(args=["fit", "--config", TINY, "--trainer.max_epochs", "3",
+                                "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(out)])
+    return cli, Path(cli.trainer.checkpoint_callback.dirpath).parent
+
+
+def test_training_logs_named_metrics_and_keeps_the_best_fid(trained_run):
+    cli, run = trained_run
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    fids = [float(r["val/fid"]) for r in rows if r.get("val/fid")]
+    assert len(fids) == 3  # every epoch
+    for name in ("val/kid", "val/is", "val/precision", "val/recall", "val/modes", "val/mode_kl"):
+        assert any(r.get(name) for r in rows), name
+    assert cli.trainer.checkpoint_callback.best_model_score.item() == pytest.approx(min(fids))
+    described = yaml.safe_load((run / "hparams.yaml").read_text())["metrics"]
+    assert described["features"] == "domain" and described["split"] == "val"
+    assert (described["num_fake"], described["num_real"]) == (200, 180)
+    assert described["domain_accuracy"] > 0.5
+
+
+def test_evaluating_a_checkpoint_twice_gives_the_same_numbers(trained_run, tmp_path, capsys):
+    _, run = trained_run
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    args = ["--ckpt_path", ckpt, "--num_fake", "200", "--seeds", "0,1"]
+    assert evaluate_main([*args, "--out", str(tmp_path / "a.json")]) == 0
+    assert evaluate_main([*args, "--out", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a == b
+    per_seed = [a["per_seed"][s]["fid"] for s in ("0", "1")]
+    assert per_seed[0] != per_seed[1]  # different latents
+    assert a["metrics"]["fid"]["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert (a["features"], a["num_fake"], a["num_real"], a["split"]) == ("domain", 200, 180, "val")
+    table = capsys.readouterr().out
+    assert "fid" in table and "200 generated vs 180 val samples" in table
+
+
+def test_evaluate_refuses_a_missing_checkpoint_in_one_sentence(tmp_path, capsys):
+    assert evaluate_main(["--ckpt_path", str(tmp_path / "nope.ckpt")]) == 2
+    assert "--ckpt_path" in capsys.readouterr().err
+
+
+def test_inception_without_weights_or_network_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    from train import main
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(features, "_network_reachable", lambda *a, **k: False)
+    rc = main(["--config", TINY, "--metrics.features", "inception", "--trainer.logger", "CSVLogger",
+               "--trainer.logger.save_dir", str(tmp_path / "run")])
+    assert rc == 2
+    assert "--metrics.inception_weights PATH" in capsys.readouterr().err
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+class Replay(nn.Module):
+    """A 'generator' that returns given samples, cycling: stands in for a collapsed or a perfect one."""
+
+    def __init__(self, samples: torch.Tensor) -> None:
+        super().__init__()
+        self.z_dim = 4
+        self.register_buffer("samples", samples)
+
+    def forward(self, z):
+        idx = torch.arange(z.shape[0]) % len(self.samples)
+        return self.samples[idx] + 0 * z[:, :1].view(-1, *[1] * (self.samples.dim() - 1))
+
+
+def _module(samples: torch.Tensor, d_shape) -> GANModule:
+    return GANModule(Replay(samples), MLPDiscriminator(in_shape=d_shape, hidden=[4]))
+
+
+def test_a_generator_stuck_on_one_ring_mode_covers_one_mode():
+    data = GaussianMixtureDataModule(num_samples=2000)
+    data.setup("fit")
+    one_mode = data.centers[3] + data.std * torch.randn(500, 2)
+    collapsed = evaluate_generator(_module(one_mode, [2]), data, features="none", num_fake=500)
+    assert collapsed["modes"] == 1 and collapsed["high_quality"] > 0.95
+    real = torch.stack([data.train_set[i][0] for i in range(1000)])
+    healthy = evaluate_generator(_module(real, [2]), data, features="none", num_fake=1000)
+    assert healthy["modes"] == 8 and healthy["mode_kl"] < collapsed["mode_kl"]
+
+
+def test_digit_classes_are_counted_by_the_domain_classifier(tmp_path):
+    data = DigitsDataModule(image_size=8)
+    data.setup("fit")
+    path, _ = features.domain_classifier(data, cache_dir=tmp_path)
+    images, labels = map(torch.stack, zip(*[data.train_set[i] for i in range(len(data.train_set))]))
+    only_sevens = images[labels == 7]
+    collapsed = evaluate_generator(_module(only_sevens, [1, 8, 8]), data, num_fake=300, domain_weights=str(path))
+    varied = evaluate_generator(_module(images, [1, 8, 8]), data, num_fake=1000, domain_weights=str(path))
+    assert collapsed["modes"] == 1 and varied["modes"] == 10
+    assert collapsed["mode_kl"] > 1.5 > 0.2 > varied["mode_kl"]
+    assert varied["fid"] < collapsed["fid"]
