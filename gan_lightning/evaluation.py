@@ -166,4 +166,7 @@ class FidelityEvaluation(Callback):
                 self.domain_weights, self.inception_weights,
             )
         values = trainer.strategy.broadcast(values, src=0)
-        pl_module.log_dict({f"val/{k}": v for k, v in values.items() if not k.startswith("num_")}, sync_dist=False)
+        logged = {f"val/{k}": v for k, v in values.items() if not k.startswith("num_")}
+        if "val/fid" in logged:
+            pl_module.log("val/fid", logged.pop("val/fid"), prog_bar=True)
+        pl_module.log_dict(logged)

@@ -29,6 +29,7 @@ class RankDump(Callback):
                 "first_batch": self.first_batch,
                 "world_size": trainer.world_size,
                 "global_step": trainer.global_step,
+                "val_fid": float(trainer.callback_metrics["val/fid"]),
             },
             self.out_dir / f"rank{trainer.global_rank}.pt",
         )

@@ -35,6 +35,7 @@ def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["first_batch"] != r1["first_batch"]  # each rank trained on its own shard...
     assert r0["global_step"] == r1["global_step"] == 2 * 3 * (2 + 1)
+    assert r0["val_fid"] == r1["val_fid"] > 0  # computed on rank 0, broadcast, no deadlock
     for name, p in r0["params"].items():  # ...yet gradient sync kept the weights identical
         assert torch.equal(p, r1["params"][name]), name
     init = tiny_module(r1_weight=1.0).state_dict()
