@@ -29,19 +29,6 @@ def real_samples(datamodule, num_real: int) -> tuple[torch.Tensor, torch.Tensor]
     return torch.cat(xs), torch.cat(ys)
 
 
-@torch.no_grad()
-def generated_samples(module, num_fake: int, seed: int, chunk: int = 500) -> torch.Tensor:
-    """``num_fake`` samples from fixed latents (``seed``), generated in chunks to bound memory."""
-    z = module.sample_z(num_fake, seed=seed)
-    g = module.sampling_generator
-    was_training = g.training
-    g.eval()
-    try:
-        return torch.cat([g(part).float().cpu() for part in z.split(chunk)])
-    finally:
-        g.train(was_training)
-
-
 def evaluate_generator(
     module,
     datamodule,
@@ -55,10 +42,12 @@ def evaluate_generator(
     """FID/KID/IS/precision/recall in the named feature space, plus mode coverage where the
     data defines modes (``centers``/``std``: the Gaussian mixture) or classes (the domain classifier)."""
     real, labels = real_samples(datamodule, num_real)
-    fake = generated_samples(module, num_fake, seed)
+    fake = module.generate(num_fake, seed=seed)
+    on_gpu = fake.is_cuda  # torch-fidelity then extracts features on the GPU too
+    fake = fake.cpu()
     out: dict[str, float] = {"num_real": float(len(real)), "num_fake": float(len(fake))}
     if features != "none":
-        out.update(fidelity_metrics(fake, real, features, domain_weights, inception_weights, cuda=fake.is_cuda))
+        out.update(fidelity_metrics(fake, real, features, domain_weights, inception_weights, cuda=on_gpu))
     centers = getattr(datamodule, "centers", None)
     if centers is not None:
         stats = gmm_mode_stats(fake.view(len(fake), -1), centers, float(datamodule.std))

@@ -104,13 +104,14 @@ class GANModule(pl.LightningModule):
         return torch.randn(n, self.z_dim, generator=g).to(self.device)
 
     @torch.no_grad()
-    def generate(self, n: int, seed: Optional[int] = None) -> torch.Tensor:
-        """``n`` samples from the sampling generator in eval mode; the same seed gives the same latents."""
+    def generate(self, n: int, seed: Optional[int] = None, chunk: int = 500) -> torch.Tensor:
+        """``n`` samples from the sampling generator in eval mode, ``chunk`` at a time to bound
+        memory; the same seed gives the same latents."""
         g = self.sampling_generator
         was_training = g.training
         g.eval()
         try:
-            return g(self.sample_z(n, seed)).float()
+            return torch.cat([g(z).float() for z in self.sample_z(n, seed).split(chunk)])
         finally:
             g.train(was_training)
 
