@@ -121,15 +121,26 @@ class GANLightningCLI(LightningCLI):
         for flag, neutral in (("gradient_clip_val", None), ("accumulate_grad_batches", 1)):
             if cfg.trainer.get(flag) not in (neutral, 0):
                 raise ConfigError(f"--trainer.{flag} does not apply to the GAN's manual optimization; leave it unset")
-        fid_off = cfg.metrics.features == "none" or cfg.metrics.every_n_epochs == 0
-        if cfg.checkpoint.monitor in ("val/fid", "val/kid", "val/is", "val/precision", "val/recall") and fid_off:
+        self._align_checkpoint_with_metrics(cfg)
+        if self.resume_checkpoint is not None:
+            self._continue_run_folder(cfg, Path(cfg.ckpt_path))
+        self._configure_wandb(cfg)
+
+    @staticmethod
+    def _align_checkpoint_with_metrics(cfg: Namespace) -> None:
+        """The best checkpoint can only be chosen on epochs where the monitored metric exists."""
+        if cfg.checkpoint.monitor not in ("val/fid", "val/kid", "val/is", "val/precision", "val/recall"):
+            return
+        if cfg.metrics.features == "none" or cfg.metrics.every_n_epochs == 0:
             raise ConfigError(
                 f"--checkpoint.monitor {cfg.checkpoint.monitor} needs --metrics.features domain or inception and"
                 " --metrics.every_n_epochs >= 1; otherwise monitor val/swd"
             )
-        if self.resume_checkpoint is not None:
-            self._continue_run_folder(cfg, Path(cfg.ckpt_path))
-        self._configure_wandb(cfg)
+        every = cfg.metrics.every_n_epochs
+        if every > 1 and (cfg.checkpoint.get("every_n_epochs") or 1) % every:
+            # ModelCheckpoint refuses an epoch whose metrics lack its monitor.
+            cfg.checkpoint.every_n_epochs = every
+            rank_zero_info(f"Checkpoints are written every {every} epochs, when {cfg.checkpoint.monitor} is computed.")
 
     @staticmethod
     def _continue_run_folder(cfg: Namespace, ckpt_path: Path) -> None:

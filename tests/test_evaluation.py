@@ -118,3 +118,11 @@ def test_digit_classes_are_counted_by_the_domain_classifier(tmp_path):
     assert collapsed["modes"] == 1 and varied["modes"] == 10
     assert collapsed["mode_kl"] > 1.5 > 0.2 > varied["mode_kl"]
     assert varied["fid"] < collapsed["fid"]
+
+
+def test_metrics_every_other_epoch_still_keep_a_best_checkpoint(tmp_path):
+    cli = GANLightningCLI(args=["fit", "--config", TINY, "--trainer.max_epochs", "2", "--metrics.every_n_epochs", "2",
+                                "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path)])
+    rows = list(csv.DictReader((Path(cli.trainer.logger.log_dir) / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows if r.get("val/fid")] == ["1"]
+    assert Path(cli.trainer.checkpoint_callback.best_model_path).name == "best-epoch001.ckpt"
