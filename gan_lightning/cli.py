@@ -18,7 +18,8 @@ from callbacks.registry import CALLBACKS, parse_names
 from datamodules.base import GANDataModule
 from gan_lightning.checkpoint import InterruptCheckpoint, read_checkpoint
 from gan_lightning.errors import CheckpointError, ConfigError
-from gan_lightning.evaluation import FidelityEvaluation
+from gan_lightning.evaluation import FidelityEvaluation, check_metrics_setup
+from gan_lightning.fidelity import FIDELITY_NAMES
 from gan_lightning.loggers import describe_run, run_dir, wandb_credentials_available
 from gan_lightning.module import GANModule
 from gan_lightning.samples import SampleGrid
@@ -26,6 +27,7 @@ from gan_lightning.summary import LayerTable
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 SUBCOMMANDS = ("fit", "validate")
+FIDELITY_KEYS = tuple(f"val/{name}" for name in FIDELITY_NAMES)
 
 
 class SaveRunConfig(SaveConfigCallback):
@@ -126,21 +128,25 @@ class GANLightningCLI(LightningCLI):
             self._continue_run_folder(cfg, Path(cfg.ckpt_path))
         self._configure_wandb(cfg)
 
-    @staticmethod
-    def _align_checkpoint_with_metrics(cfg: Namespace) -> None:
+    def _align_checkpoint_with_metrics(self, cfg: Namespace) -> None:
         """The best checkpoint can only be chosen on epochs where the monitored metric exists."""
-        if cfg.checkpoint.monitor not in ("val/fid", "val/kid", "val/is", "val/precision", "val/recall"):
+        self.last_every_epoch = False
+        monitor = cfg.checkpoint.monitor or ""
+        if not monitor.startswith("val/") or monitor == "val/swd":  # val/swd comes from every validation
             return
-        if cfg.metrics.features == "none" or cfg.metrics.every_n_epochs == 0:
+        if cfg.metrics.every_n_epochs == 0 or (cfg.metrics.features == "none" and monitor in FIDELITY_KEYS):
             raise ConfigError(
-                f"--checkpoint.monitor {cfg.checkpoint.monitor} needs --metrics.features domain or inception and"
-                " --metrics.every_n_epochs >= 1; otherwise monitor val/swd"
+                f"--checkpoint.monitor {monitor} needs --metrics.every_n_epochs >= 1"
+                + (" and --metrics.features domain or inception" if monitor in FIDELITY_KEYS else "")
+                + "; otherwise monitor val/swd"
             )
         every = cfg.metrics.every_n_epochs
         if every > 1 and (cfg.checkpoint.get("every_n_epochs") or 1) % every:
-            # ModelCheckpoint refuses an epoch whose metrics lack its monitor.
+            # ModelCheckpoint refuses an epoch whose metrics lack its monitor: the best checkpoint
+            # follows the metrics, and a second callback keeps last.ckpt current every epoch.
             cfg.checkpoint.every_n_epochs = every
-            rank_zero_info(f"Checkpoints are written every {every} epochs, when {cfg.checkpoint.monitor} is computed.")
+            self.last_every_epoch = bool(cfg.checkpoint.save_last)
+            cfg.checkpoint.save_last = False
 
     @staticmethod
     def _continue_run_folder(cfg: Namespace, ckpt_path: Path) -> None:
@@ -160,6 +166,9 @@ class GANLightningCLI(LightningCLI):
         shape = getattr(self.datamodule, "sample_shape", None)
         if shape is not None:
             self.model.check_sample_shape(tuple(shape))
+        metrics = self._run_config.metrics
+        if metrics.every_n_epochs > 0:
+            check_metrics_setup(self.datamodule, metrics.features, metrics.inception_weights)
         if self.resume_checkpoint is not None:
             problem = self.model.checkpoint_mismatch(self.resume_checkpoint)
             if problem:
@@ -192,6 +201,9 @@ class GANLightningCLI(LightningCLI):
         plugins = [CALLBACKS[name](**vars(self._run_config[name]).copy()) for name in self.callback_names]
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        if self.last_every_epoch:
+            best = next(cb for cb in extra if isinstance(cb, ModelCheckpoint))
+            extra.append(ModelCheckpoint(dirpath=best.dirpath, save_last=True, save_top_k=0))
         if trainer_config.get("enable_checkpointing") is False:
             # Lightning refuses a ModelCheckpoint when checkpointing is off; ours is a default, not the user's.
             extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]

@@ -2,16 +2,18 @@
 averaged over several latent seeds, printed as a table and written as JSON.
 
     python -m gan_lightning.evaluate --ckpt_path runs/gan-lightning/<run>/checkpoints/last.ckpt \\
-        [--seeds 0,1,2] [--features domain|inception|none] [--num_fake 1000] [--num_real 1000] [--out metrics.json]
+        [--seeds 0,1,2] [--features domain|inception|none] [--num_fake N] [--num_real N] [--out metrics.json]
 
-The data comes from the run's saved ``config.yaml`` (next to ``checkpoints/``) unless
-``--config`` names another file with a ``data:`` section.
+The data and, unless overridden, the metric settings come from the run's saved
+``config.yaml`` (next to ``checkpoints/``), or from ``--config``.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -23,53 +25,62 @@ from jsonargparse import ArgumentParser
 from datamodules.base import GANDataModule
 from gan_lightning.checkpoint import read_checkpoint
 from gan_lightning.errors import ConfigError, GANLightningError
-from gan_lightning.evaluation import evaluate_generator, needs_domain_classifier
-from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier, inception_weights_or_fail
+from gan_lightning.evaluation import FidelityEvaluation, check_metrics_setup, evaluate_generator
+from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier
 from gan_lightning.module import GANModule
 
 
-def datamodule_from_config(path: Path) -> GANDataModule:
+def run_config(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"--config {path} does not exist; pass the run's config.yaml (it holds the data section)")
-    data = (yaml.safe_load(path.read_text()) or {}).get("data")
-    if not data:
+    config = yaml.safe_load(path.read_text()) or {}
+    if not config.get("data"):
         raise ConfigError(f"--config {path} has no data section")
+    return config
+
+
+def datamodule_from_config(config: dict) -> GANDataModule:
     parser = ArgumentParser()
     parser.add_subclass_arguments(GANDataModule, "data")
-    return parser.instantiate_classes(parser.parse_object({"data": data})).data
+    return parser.instantiate_classes(parser.parse_object({"data": config["data"]})).data
 
 
-def evaluate_checkpoint(
-    ckpt_path: Path,
-    seeds: list[int],
-    features: str = "domain",
-    num_fake: int = 1000,
-    num_real: int = 1000,
-    config: Optional[Path] = None,
-    inception_weights: Optional[str] = None,
-    cache_dir: Path = DEFAULT_CACHE_DIR,
-) -> dict:
+def _mean_std(values: list[float]) -> dict:
+    # NaN (e.g. mode_kl of a generator with no high-quality sample) stays NaN; JSON gets null.
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < len(values):
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(finite), "std": statistics.stdev(finite) if len(finite) > 1 else 0.0}
+
+
+def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path] = None, **overrides) -> dict:
+    """Metrics of a checkpoint per seed and their mean/std. Unless overridden, the feature space,
+    sample counts, classifier settings and cache are the run's own ``metrics`` settings, so the
+    numbers match the ``val/*`` values logged in training for the same weights and seed."""
+    if not seeds:
+        raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
     read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
-    if features == "inception":
-        inception_weights_or_fail(inception_weights)
-    module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
-    datamodule = datamodule_from_config(config or ckpt_path.parent.parent / "config.yaml")
+    cfg = run_config(config or ckpt_path.parent.parent / "config.yaml")
+    defaults = {k: p.default for k, p in inspect.signature(FidelityEvaluation.__init__).parameters.items() if k != "self"}
+    settings = {**defaults, **(cfg.get("metrics") or {})}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    features = settings["features"]
+    datamodule = datamodule_from_config(cfg)
     datamodule.setup("validate")
+    module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
     module.check_sample_shape(tuple(datamodule.sample_shape))
-    domain = str(domain_classifier(datamodule, cache_dir)[0]) if needs_domain_classifier(datamodule, features) else None
+    domain = None
+    if check_metrics_setup(datamodule, features, settings["inception_weights"]):
+        cache = Path(settings["domain_cache_dir"]) if settings["domain_cache_dir"] else DEFAULT_CACHE_DIR
+        domain = str(domain_classifier(datamodule, cache, epochs=settings["domain_epochs"])[0])
     per_seed = {
-        seed: evaluate_generator(module, datamodule, features, num_fake, num_real, seed, domain, inception_weights)
+        seed: evaluate_generator(
+            module, datamodule, features, settings["num_fake"], settings["num_real"], seed, domain, settings["inception_weights"]
+        )
         for seed in seeds
     }
-    names = [k for k in next(iter(per_seed.values())) if not k.startswith("num_")]
-    summary = {
-        name: {
-            "mean": statistics.fmean(v[name] for v in per_seed.values()),
-            "std": statistics.stdev([v[name] for v in per_seed.values()]) if len(seeds) > 1 else 0.0,
-        }
-        for name in names
-    }
     first = next(iter(per_seed.values()))
+    names = [k for k in first if not k.startswith("num_")]
     return {
         "checkpoint": str(ckpt_path),
         "features": features,
@@ -77,8 +88,8 @@ def evaluate_checkpoint(
         "num_real": int(first["num_real"]),
         "num_fake": int(first["num_fake"]),
         "seeds": seeds,
-        "metrics": summary,
-        "per_seed": {str(s): {k: v[k] for k in names} for s, v in per_seed.items()},
+        "metrics": {name: _mean_std([v[name] for v in per_seed.values()]) for name in names},
+        "per_seed": {str(s): {k: (v[k] if math.isfinite(v[k]) else None) for k in names} for s, v in per_seed.items()},
     }
 
 
@@ -88,7 +99,8 @@ def format_table(result: dict) -> str:
         f" {result['num_real']} {result['split']} samples, seeds {result['seeds']}",
         f"{'metric':<14}{'mean':>12}{'std':>12}",
     ]
-    lines += [f"{name:<14}{v['mean']:>12.4f}{v['std']:>12.4f}" for name, v in result["metrics"].items()]
+    for name, v in result["metrics"].items():
+        lines.append(f"{name:<14}{'nan':>12}{'':>12}" if v["mean"] is None else f"{name:<14}{v['mean']:>12.4f}{v['std']:>12.4f}")
     return "\n".join(lines)
 
 
@@ -96,9 +108,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", type=Path, required=True)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated latent seeds (default 0,1,2)")
-    parser.add_argument("--features", choices=["domain", "inception", "none"], default="domain")
-    parser.add_argument("--num_fake", type=int, default=1000)
-    parser.add_argument("--num_real", type=int, default=1000)
+    parser.add_argument("--features", choices=["domain", "inception", "none"], default=None, help="default: the run's")
+    parser.add_argument("--num_fake", type=int, default=None, help="default: the run's --metrics.num_fake")
+    parser.add_argument("--num_real", type=int, default=None, help="default: the run's --metrics.num_real")
     parser.add_argument("--config", type=Path, default=None, help="config with the data section (default: the run's config.yaml)")
     parser.add_argument("--inception_weights", default=None, help="InceptionV3 FID weights file")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write (default: <run>/evaluation.json)")
@@ -109,14 +121,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     try:
         result = evaluate_checkpoint(
-            args.ckpt_path, seeds, args.features, args.num_fake, args.num_real, args.config, args.inception_weights
+            args.ckpt_path, seeds, args.config, features=args.features, num_fake=args.num_fake,
+            num_real=args.num_real, inception_weights=args.inception_weights,
         )
     except GANLightningError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(result))
     out = args.out or args.ckpt_path.parent.parent / "evaluation.json"
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2, allow_nan=False))
     print(f"wrote {out}")
     return 0
 

@@ -9,12 +9,16 @@ import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
-from gan_lightning.errors import ConfigError
+from gan_lightning.errors import ConfigError, GANLightningError
 from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier, inception_weights_or_fail, load_domain_classifier
-from gan_lightning.fidelity import fidelity_metrics
+from gan_lightning.fidelity import FIDELITY_NAMES, check_inception_input, fidelity_metrics
 from gan_lightning.mode_coverage import class_histogram_stats, gmm_mode_stats
 
 Features = Literal["domain", "inception", "none"]
+
+
+class EvaluationError(GANLightningError, RuntimeError):
+    """Computing the metrics failed on rank 0; raised on every rank."""
 
 
 def real_samples(datamodule, num_real: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,13 +44,23 @@ def evaluate_generator(
     inception_weights: Optional[str] = None,
 ) -> dict[str, float]:
     """FID/KID/IS/precision/recall in the named feature space, plus mode coverage where the
-    data defines modes (``centers``/``std``: the Gaussian mixture) or classes (the domain classifier)."""
+    data defines modes (``centers``/``std``: the Gaussian mixture) or classes (the domain classifier).
+
+    Leaves the global RNG as it found it, so that measuring does not change the training run."""
+    with torch.random.fork_rng():
+        return _evaluate_generator(module, datamodule, features, num_fake, num_real, seed, domain_weights, inception_weights)
+
+
+def _evaluate_generator(module, datamodule, features, num_fake, num_real, seed, domain_weights, inception_weights):
     real, labels = real_samples(datamodule, num_real)
     fake = module.generate(num_fake, seed=seed)
     on_gpu = fake.is_cuda  # torch-fidelity then extracts features on the GPU too
     fake = fake.cpu()
     out: dict[str, float] = {"num_real": float(len(real)), "num_fake": float(len(fake))}
-    if features != "none":
+    if features != "none" and not torch.isfinite(fake).all():
+        # A diverged generator is measured as the worst possible, not as a crash mid-training.
+        out.update({name: float("nan") for name in FIDELITY_NAMES})
+    elif features != "none":
         out.update(fidelity_metrics(fake, real, features, domain_weights, inception_weights, cuda=on_gpu))
     centers = getattr(datamodule, "centers", None)
     if centers is not None:
@@ -60,15 +74,19 @@ def evaluate_generator(
     return out
 
 
-def needs_domain_classifier(datamodule, features: Features) -> bool:
-    """Whether to train (or load) the domain classifier: for the domain features, and to count
-    generated classes when the data has labels but no mode geometry."""
+def check_metrics_setup(datamodule, features: Features, inception_weights: Optional[str] = None) -> bool:
+    """Refuse, before any training, settings that cannot be measured; return whether the domain
+    classifier is needed (for the domain features, and to count generated classes when the data
+    has labels but no mode geometry)."""
     labelled = (getattr(datamodule, "num_classes", None) or 0) > 1
     if features == "domain" and not labelled:
         raise ConfigError(
-            f"{type(datamodule).__name__} has no class labels to train the domain features on:"
-            " use --metrics.features inception or none"
+            f"{type(datamodule).__name__} has no class labels to train the domain features on: use"
+            " --metrics.features inception, or --metrics.features none with --checkpoint.monitor val/swd"
         )
+    if features == "inception":
+        check_inception_input(tuple(datamodule.sample_shape))
+        inception_weights_or_fail(inception_weights)
     return labelled and (features == "domain" or getattr(datamodule, "centers", None) is None)
 
 
@@ -121,9 +139,7 @@ class FidelityEvaluation(Callback):
         data = trainer.datamodule
         if self.every_n_epochs == 0 or data is None:
             return
-        if self.features == "inception":  # refuse now rather than after the first epoch
-            inception_weights_or_fail(self.inception_weights)
-        if needs_domain_classifier(data, self.features):
+        if check_metrics_setup(data, self.features, self.inception_weights):
             if trainer.is_global_zero:  # rank 0 trains it (or finds it cached); the others then read the cache
                 domain_classifier(data, self.domain_cache_dir, epochs=self.domain_epochs)
             trainer.strategy.barrier()
@@ -148,13 +164,18 @@ class FidelityEvaluation(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.every_n_epochs == 0 or trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        values = None
+        values: dict = {}
         if trainer.is_global_zero:
-            values = evaluate_generator(
-                pl_module, trainer.datamodule, self.features, self.num_fake, self.num_real, self.seed,
-                self.domain_weights, self.inception_weights,
-            )
+            try:
+                values = evaluate_generator(
+                    pl_module, trainer.datamodule, self.features, self.num_fake, self.num_real, self.seed,
+                    self.domain_weights, self.inception_weights,
+                )
+            except Exception as exc:  # passed to every rank, which would otherwise wait here forever
+                values = {"error": f"evaluating the generator failed ({type(exc).__name__}: {exc})"}
         values = trainer.strategy.broadcast(values, src=0)
+        if "error" in values:
+            raise EvaluationError(values["error"])
         logged = {f"val/{k}": v for k, v in values.items() if not k.startswith("num_")}
         if "val/fid" in logged:
             pl_module.log("val/fid", logged.pop("val/fid"), prog_bar=True)

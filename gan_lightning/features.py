@@ -80,20 +80,23 @@ def domain_cache_key(datamodule, train_x: torch.Tensor, train_y: torch.Tensor, s
     return h.hexdigest()[:20]
 
 
-def domain_classifier(
-    datamodule,
-    cache_dir: Path = DEFAULT_CACHE_DIR,
-    epochs: int = 5,
-    seed: int = 0,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-) -> tuple[Path, dict]:
+def domain_classifier(datamodule, cache_dir: Path = DEFAULT_CACHE_DIR, **settings) -> tuple[Path, dict]:
     """The cached classifier file for this datamodule's data, trained first if it is not cached.
 
     Uses the whole labelled training split (not ``train_fraction``'s subset), so runs on
     fractions of the data are measured with the same yardstick. Returns the file and its
     record: held-out ``accuracy`` on the validation split, ``key``, ``num_train``.
+    ``settings``: ``epochs`` (5), ``seed`` (0), ``lr`` (1e-3), ``batch_size`` (128).
     """
+    # Loading data and training draw from the global RNG; a GAN run must not train differently
+    # depending on whether the cache was already filled.
+    with torch.random.fork_rng():
+        return _domain_classifier(datamodule, Path(cache_dir), **settings)
+
+
+def _domain_classifier(
+    datamodule, cache_dir: Path, epochs: int = 5, seed: int = 0, lr: float = 1e-3, batch_size: int = 128
+) -> tuple[Path, dict]:
     if getattr(datamodule, "num_classes", None) in (None, 0, 1):
         raise ConfigError(
             f"{type(datamodule).__name__} has no class labels, so the domain features cannot be trained:"
@@ -107,11 +110,11 @@ def domain_classifier(
     if path.is_file():
         return path, torch.load(path, map_location="cpu", weights_only=True)["record"]
 
+    n = train_x.shape[0]
+    torch.manual_seed(seed)  # the caller's RNG is restored by fork_rng in domain_classifier
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     model = DomainClassifier(tuple(datamodule.sample_shape), datamodule.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    n = train_x.shape[0]
     for _ in range(epochs):
         for idx in torch.randperm(n, generator=g).split(batch_size):
             loss = F.cross_entropy(model(train_x[idx])[1], train_y[idx])
@@ -124,7 +127,7 @@ def domain_classifier(
         accuracy = (model(val_x)[1].argmax(1) == val_y).float().mean().item()
     record = {"accuracy": accuracy, "key": key, "num_train": n, "num_val": len(val_y), **settings}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # unique per process: parallel runs may fill one cache
     torch.save(
         {"state_dict": model.state_dict(), "sample_shape": list(model.sample_shape), "num_classes": model.num_classes, "record": record},
         tmp,

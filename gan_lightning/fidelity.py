@@ -25,6 +25,8 @@ _RESULT_NAMES = {
     "recall": "recall",
 }
 
+FIDELITY_NAMES = tuple(_RESULT_NAMES.values())
+
 
 class SampleSet(Dataset):
     """A tensor of samples as the Dataset torch-fidelity reads (one sample per item, no label)."""
@@ -39,10 +41,14 @@ class SampleSet(Dataset):
         return self.samples[i]
 
 
+def check_inception_input(sample_shape: tuple[int, ...]) -> None:
+    if len(sample_shape) != 3 or sample_shape[0] not in (1, 3):
+        raise ConfigError(f"--metrics.features inception needs 1- or 3-channel images, got samples of shape {tuple(sample_shape)}")
+
+
 def to_inception_input(samples: torch.Tensor) -> torch.Tensor:
     """[-1, 1] images to the uint8 RGB that the Inception extractor requires (grey is repeated)."""
-    if samples.dim() != 4 or samples.shape[1] not in (1, 3):
-        raise ConfigError(f"--metrics.features inception needs 1- or 3-channel images, got samples of shape {tuple(samples.shape[1:])}")
+    check_inception_input(tuple(samples.shape[1:]))
     images = ((samples.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
 
@@ -79,7 +85,8 @@ def fidelity_metrics(
         kid=True,
         isc=True,
         prc=True,
-        kid_subset_size=min(kid_subset_size, len(fake), len(real)),
+        # Subsets smaller than the sets, or all of KID's subsets would be the same and kid_std 0.
+        kid_subset_size=max(2, min(kid_subset_size, len(fake) // 2, len(real) // 2)),
         cuda=cuda,
         # no worker processes and no feature cache on disk: the inputs change every evaluation
         save_cpu_ram=True,

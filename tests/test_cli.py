@@ -57,7 +57,7 @@ def test_help_lists_the_callback_names(capsys):
         (["--data", "datamodules.GaussianMixtureDataModule"], "but the data has (2,): use 2-D networks such as configs/gmm_ring.yaml"),
         (["--trainer.gradient_clip_val", "1.0"], "--trainer.gradient_clip_val does not apply to the GAN's manual optimization"),
         (["--ckpt_path", "last"], "--ckpt_path last is not supported by train.py: pass the .ckpt file"),
-        (["--metrics.features", "none"], "--checkpoint.monitor val/fid needs --metrics.features domain or inception"),
+        (["--metrics.features", "none"], "--checkpoint.monitor val/fid needs --metrics.every_n_epochs >= 1 and --metrics.features domain or inception"),
         (["--data", "datamodules.ImageFolderDataModule", "--data.root", "/no/such/folder"], "--data.root"),
     ],
 )
