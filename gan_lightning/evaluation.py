@@ -7,8 +7,8 @@ from typing import Literal, Optional
 
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
-from torch.utils.data import DataLoader
 
+from datamodules.base import stack_samples
 from gan_lightning.errors import ConfigError, GANLightningError
 from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier, inception_weights_or_fail, load_domain_classifier
 from gan_lightning.fidelity import FIDELITY_NAMES, check_inception_input, fidelity_metrics
@@ -19,18 +19,6 @@ Features = Literal["domain", "inception", "none"]
 
 class EvaluationError(GANLightningError, RuntimeError):
     """Computing the metrics failed on rank 0; raised on every rank."""
-
-
-def real_samples(datamodule, num_real: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``num_real`` samples (and labels) of the fixed validation split."""
-    xs, ys, kept = [], [], 0
-    for x, y in DataLoader(datamodule.val_set, batch_size=256):
-        xs.append(x[: num_real - kept])
-        ys.append(y[: num_real - kept])
-        kept += xs[-1].shape[0]
-        if kept >= num_real:
-            break
-    return torch.cat(xs), torch.cat(ys)
 
 
 def evaluate_generator(
@@ -52,7 +40,7 @@ def evaluate_generator(
 
 
 def _evaluate_generator(module, datamodule, features, num_fake, num_real, seed, domain_weights, inception_weights):
-    real, labels = real_samples(datamodule, num_real)
+    real, labels = stack_samples(datamodule.val_set, num_real)  # the fixed validation split
     fake = module.generate(num_fake, seed=seed)
     on_gpu = fake.is_cuda  # torch-fidelity then extracts features on the GPU too
     fake = fake.cpu()

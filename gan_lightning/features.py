@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 import torch_fidelity
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
+from datamodules.base import stack_samples
 from gan_lightning.errors import ConfigError
 
 DOMAIN_EXTRACTOR = "gan-lightning-domain"
@@ -66,11 +66,6 @@ class DomainClassifier(nn.Module):
         return features, self.head(features)
 
 
-def _labelled(dataset: Dataset, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*DataLoader(dataset, batch_size=batch_size))
-    return torch.cat(xs), torch.cat(ys)
-
-
 def domain_cache_key(datamodule, train_x: torch.Tensor, train_y: torch.Tensor, settings: dict) -> str:
     """Key of the cached classifier: what the data is (its bytes, not its name) and how it was trained."""
     h = hashlib.sha256()
@@ -103,7 +98,7 @@ def _domain_classifier(
             " use --metrics.features inception (or data with labels)"
         )
     train, val = datamodule.load_splits()
-    train_x, train_y = _labelled(train)
+    train_x, train_y = stack_samples(train)
     settings = {"epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size}
     key = domain_cache_key(datamodule, train_x, train_y, settings)
     path = Path(cache_dir) / f"domain-{key}.pt"
@@ -122,7 +117,7 @@ def _domain_classifier(
             loss.backward()
             opt.step()
     model.eval()
-    val_x, val_y = _labelled(val)
+    val_x, val_y = stack_samples(val)
     with torch.no_grad():
         accuracy = (model(val_x)[1].argmax(1) == val_y).float().mean().item()
     record = {"accuracy": accuracy, "key": key, "num_train": n, "num_val": len(val_y), **settings}

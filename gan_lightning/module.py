@@ -227,7 +227,7 @@ class GANModule(pl.LightningModule):
         self.manual_backward(d_loss)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
-        if len(logs) > 2:
+        if self.hparams.gp_weight > 0 or self.hparams.r1_weight > 0:  # else d_adv is d_loss
             logs["train/d_adv"] = d_adv.detach()
         return {**logs, "train/d_loss": d_loss.detach()}
 

@@ -11,6 +11,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from datamodules.base import stack_samples
 from gan_lightning.errors import ConfigError
 from gan_lightning.loggers import log_image, run_dir
 
@@ -62,8 +63,7 @@ class SampleGrid(Callback):
         shape = getattr(trainer.datamodule, "sample_shape", None)
         if shape is not None and len(shape) == 1 and shape[0] == 2:
             fake = module.generate(20 * self.num_samples, seed=self.seed)
-            val = trainer.datamodule.val_set
-            real = torch.stack([val[i][0] for i in range(min(len(val), 20 * self.num_samples))])
+            real, _ = stack_samples(trainer.datamodule.val_set, 20 * self.num_samples)
             return points_to_image(fake, real, self.extent)
         return images_to_grid(module.generate(self.num_samples, seed=self.seed), self.nrow)
 
