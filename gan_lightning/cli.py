@@ -169,6 +169,9 @@ class GANLightningCLI(LightningCLI):
         metrics = self._run_config.metrics
         if metrics.every_n_epochs > 0:
             check_metrics_setup(self.datamodule, metrics.features, metrics.inception_weights)
+        for cb in self.trainer.callbacks:  # e.g. prune: layer names, schedule against max_epochs
+            if callable(getattr(cb, "check_setup", None)):
+                cb.check_setup(self.trainer, self.model, self.datamodule)
         if self.resume_checkpoint is not None:
             problem = self.model.checkpoint_mismatch(self.resume_checkpoint)
             if problem:

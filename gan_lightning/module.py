@@ -17,6 +17,8 @@ from gan_lightning.errors import CheckpointError, ConfigError, NonFiniteLossErro
 from gan_lightning.hooks import callbacks_with_hook
 from gan_lightning.losses import LossName, get_loss, gradient_penalty, r1_penalty
 from gan_lightning.metrics import sliced_wasserstein
+from gan_lightning.pruning import example_input, networks_of
+from gan_lightning.surgery import INPUT_KEY, apply_structure
 
 
 class GANModule(pl.LightningModule):
@@ -90,6 +92,9 @@ class GANModule(pl.LightningModule):
         if ema_decay is not None:
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
         self._val_real: list[torch.Tensor] = []
+        # Units kept by structured pruning, per network and layer (see gan_lightning.pruning);
+        # saved in checkpoints so that a fresh process can rebuild the smaller networks.
+        self.structure: dict[str, dict[str, list[int]]] = {}
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -282,6 +287,7 @@ class GANModule(pl.LightningModule):
         A checkpoint without EMA weights is adapted in place when this model keeps an EMA: the
         average starts from the checkpoint's generator.
         """
+        self.adopt_structure(checkpoint)
         state = checkpoint.get("state_dict", {})
         saved_ema = any(k.startswith("generator_ema.") for k in state)
         if self.generator_ema is not None and not saved_ema:
@@ -298,6 +304,21 @@ class GANModule(pl.LightningModule):
                 + "): resume with the generator/discriminator settings it was trained with"
             )
         return None
+
+    def adopt_structure(self, checkpoint: dict[str, Any]) -> None:
+        """Cut this (freshly built) model down to the structurally pruned shapes the checkpoint
+        was saved with; a model already cut that way is left as it is."""
+        for network, record in checkpoint.get("structure", {}).items():
+            example = example_input(self, network)
+            for net in networks_of(self, network):
+                apply_structure(net, example, record)
+            if network == "generator" and INPUT_KEY in record:
+                self.z_dim = len(record[INPUT_KEY])
+            self.structure[network] = {k: list(v) for k, v in record.items()}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.structure:
+            checkpoint["structure"] = self.structure
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         problem = self.checkpoint_mismatch(checkpoint)

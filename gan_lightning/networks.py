@@ -109,7 +109,6 @@ class DCGANGenerator(nn.Module):
         self.out_shape = (channels, image_size, image_size)
         n = _num_upsamplings(image_size)
         c = width * 2 ** (n - 1)
-        self.stem_channels = c
         self.stem = nn.Sequential(nn.Linear(z_dim, c * 16, bias=False), nn.BatchNorm1d(c * 16), nn.ReLU())
         blocks: list[nn.Module] = []
         for _ in range(n - 1):
@@ -119,7 +118,8 @@ class DCGANGenerator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.stem(z).view(z.shape[0], self.stem_channels, 4, 4)
+        # -1, not the configured width: structured pruning may have removed stem channels
+        h = self.stem(z).view(z.shape[0], -1, 4, 4)
         return self.blocks(h)
 
 

@@ -1,0 +1,522 @@
+"""prune: make the generator (and, if asked, the discriminator) smaller and faster.
+
+This callback decides *when* to prune and *how much*; scores, masks, surgery and the report
+live in gan_lightning (importance, pruning, surgery, compression_report).
+
+Schedules (epochs count from 0; steps are training batches, not optimizer steps):
+
+- ``oneshot``: everything at ``start_epoch``.
+- ``iterative``: ``rounds`` events ``every_n_epochs`` apart, each removing the same share of
+  what is left; with ``rewind_epoch`` the surviving weights are reset to their values at the
+  start of that epoch after each round (the lottery-ticket procedure of GAN-LTH).
+- ``gradual``: Zhu & Gupta's polynomial ramp s_t = s_f (1 - (1 - (t - t0)/(t1 - t0))^3), an
+  event every ``frequency`` batches from ``start_step`` to ``end_step``.
+- ``dynamic``: ``rounds`` equal steps ``every_n_epochs`` apart while the quality metric, measured
+  after each validation, stays within ``tolerance`` of its value before pruning; the first step
+  that breaks it is rolled back and pruning stops. A structured step is tried with its units
+  zeroed and cut out physically once accepted.
+
+Retraining after each event: ``connectivity`` (only kept weights train; masks re-applied after
+every optimizer step), ``weight`` (all weights train again; masks dropped) or ``network`` (the
+pruned structure restarts from fresh initial weights).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, Optional
+
+import torch
+from pytorch_lightning import Trainer
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import Subset
+
+from callbacks.registry import register
+from datamodules.base import stack_samples
+from gan_lightning.compression_report import (
+    Before,
+    QualityMetric,
+    before_event,
+    dense_weight_counts,
+    measure_quality,
+    report_event,
+    resolve_metric,
+)
+from gan_lightning.errors import ConfigError
+from gan_lightning.hooks import GANCallback
+from gan_lightning.loggers import logging_step
+from gan_lightning.importance import NEEDS_DATA, Criterion, unit_scores, weight_importance
+from gan_lightning.pruning import (
+    Ranking,
+    cut_units,
+    example_input,
+    networks_of,
+    prunable_groups,
+    refresh_training_state,
+    unstructured_masks,
+    units_to_keep,
+)
+from gan_lightning.surgery import WEIGHTED, out_dim, trace
+
+NETWORKS = ("generator", "discriminator")
+Schedule = Literal["oneshot", "iterative", "gradual", "dynamic"]
+
+
+def polynomial_sparsity(step: int, start: int, end: int, final: float, power: int = 3) -> float:
+    """Zhu & Gupta (2017): 0 before ``start``, ``final`` from ``end`` on, a cubic ramp between."""
+    if step <= start:
+        return 0.0
+    if step >= end:
+        return final
+    return final * (1.0 - (1.0 - (step - start) / (end - start)) ** power)
+
+
+def iterative_fraction(round_index: int, rounds: int, final: float) -> float:
+    """Cumulative sparsity after round ``round_index`` (1-based) of ``rounds`` that each remove
+    the same share of the remaining weights, ending at ``final``."""
+    return 1.0 - (1.0 - final) ** (round_index / rounds)
+
+
+@register("prune")
+class Prune(GANCallback):
+    """Prunes the GAN on a schedule and logs what each event did (``compress/*``).
+
+    Args:
+        generator_amount: fraction of the generator removed by the end of the schedule, in
+            [0, 1): of its weights (unstructured) or of each layer's channels/neurons (structured).
+        discriminator_amount: the same for the discriminator; 0 leaves it dense.
+        latent_amount: fraction of latent dimensions removed from z (the generator's first
+            layer loses their columns; z is sampled smaller from then on), in [0, 1).
+        granularity: ``structured`` (units physically removed: a faster network) or
+            ``unstructured`` (single weights zeroed under a mask: smaller when stored sparse).
+        criterion: ``l1``, ``l2`` (magnitude), ``gradient`` (|dL/dw|), ``taylor`` (|w dL/dw|),
+            ``fisher`` (diagonal empirical Fisher) or ``obd`` (diagonal Hessian, Optimal Brain Damage).
+        ranking: ``layerwise`` (each layer loses the same fraction) or ``global`` (one ranking
+            across layers; structured scores are divided by their layer's mean first).
+        skip_layers: layers never pruned, as ``generator.<name>``/``discriminator.<name>``;
+            default: each network's output layer.
+        schedule: ``oneshot``, ``iterative``, ``gradual`` or ``dynamic`` (see the module docs).
+        start_epoch: epoch of the first event (oneshot/iterative/dynamic); default: half of
+            ``--trainer.max_epochs``, so the second half fine-tunes.
+        every_n_epochs: epochs between iterative/dynamic events.
+        rounds: number of iterative rounds / dynamic steps.
+        rewind_epoch: iterative only: rewind surviving weights to the start of this epoch
+            (before ``start_epoch``) after every round; null disables rewinding.
+        start_step: gradual: first batch of the ramp.
+        end_step: gradual: last batch of the ramp (must be reached by training).
+        frequency: gradual: batches between events.
+        tolerance: dynamic: allowed relative worsening of the metric (0.1 = 10%).
+        retrain: ``connectivity``, ``weight`` or ``network`` (see the module docs).
+        calibration_source: where importance criteria that need data get real samples from
+            (``real``: a seeded subset of the training split).
+        calibration_samples: samples used to score weights (gradient/taylor/fisher/obd).
+        calibration_batch_size: samples per scoring batch.
+        metric: quality measured before and after every event: ``auto`` (FID when the run
+            measures FID, else SWD), ``fid``, ``swd`` or ``none``.
+        latency_batch: batch size of the generator latency measurement.
+        seed: seed of the calibration subset and latents.
+    """
+
+    def __init__(
+        self,
+        generator_amount: float = 0.5,
+        discriminator_amount: float = 0.0,
+        latent_amount: float = 0.0,
+        granularity: Literal["structured", "unstructured"] = "structured",
+        criterion: Criterion = "l1",
+        ranking: Ranking = "layerwise",
+        skip_layers: Optional[list[str]] = None,
+        schedule: Schedule = "oneshot",
+        start_epoch: Optional[int] = None,
+        every_n_epochs: int = 1,
+        rounds: int = 3,
+        rewind_epoch: Optional[int] = None,
+        start_step: int = 0,
+        end_step: Optional[int] = None,
+        frequency: int = 10,
+        tolerance: float = 0.1,
+        retrain: Literal["connectivity", "weight", "network"] = "connectivity",
+        calibration_source: Literal["real"] = "real",
+        calibration_samples: int = 128,
+        calibration_batch_size: int = 64,
+        metric: QualityMetric = "auto",
+        latency_batch: int = 64,
+        seed: int = 0,
+    ) -> None:
+        for flag, value in (("generator_amount", generator_amount), ("discriminator_amount", discriminator_amount), ("latent_amount", latent_amount)):
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"--prune.{flag} must be in [0, 1) (a fraction removed), got {value}")
+        if generator_amount == discriminator_amount == latent_amount == 0.0:
+            raise ConfigError("--prune.generator_amount, --prune.discriminator_amount and --prune.latent_amount are all 0: nothing to prune")
+        for flag, value in (("every_n_epochs", every_n_epochs), ("rounds", rounds), ("frequency", frequency), ("calibration_samples", calibration_samples), ("calibration_batch_size", calibration_batch_size), ("latency_batch", latency_batch)):
+            if value < 1:
+                raise ConfigError(f"--prune.{flag} must be an integer >= 1, got {value}")
+        if tolerance < 0:
+            raise ConfigError(f"--prune.tolerance must be >= 0, got {tolerance}")
+        if rewind_epoch is not None and (schedule != "iterative" or granularity != "unstructured"):
+            raise ConfigError("--prune.rewind_epoch needs --prune.schedule iterative and --prune.granularity unstructured (rewound weights must keep their shapes)")
+        if schedule == "gradual" and (end_step is None or end_step <= start_step or start_step < 0):
+            raise ConfigError(f"--prune.schedule gradual needs 0 <= --prune.start_step < --prune.end_step, got {start_step} and {end_step}")
+        if schedule == "dynamic" and metric == "none":
+            raise ConfigError("--prune.schedule dynamic is driven by the quality metric: set --prune.metric auto, fid or swd")
+        self.amounts = {"generator": generator_amount, "discriminator": discriminator_amount}
+        self.latent_amount = latent_amount
+        self.granularity = granularity
+        self.criterion = criterion
+        self.ranking = ranking
+        self.skip_layers = skip_layers
+        self.schedule = schedule
+        self.start_epoch = start_epoch
+        self.every_n_epochs = every_n_epochs
+        self.rounds = rounds
+        self.rewind_epoch = rewind_epoch
+        self.start_step, self.end_step, self.frequency = start_step, end_step, frequency
+        self.tolerance = tolerance
+        self.retrain = retrain
+        self.calibration_source = calibration_source
+        self.calibration_samples = calibration_samples
+        self.calibration_batch_size = calibration_batch_size
+        self.metric = metric
+        self.latency_batch = latency_batch
+        self.seed = seed
+        # --- state (state_dict): everything a resumed run needs to continue exactly
+        self.next_event = 0
+        self.batches_seen = 0
+        self.masks: dict[str, torch.Tensor] = {}
+        self.dense: dict[str, int] = {}
+        self.original_units: dict[str, int] = {}
+        self.original_z: Optional[int] = None
+        self.history: list[list] = []
+        self.rewind_state: dict[str, torch.Tensor] = {}
+        self.baseline: Optional[float] = None  # dynamic: the metric before any pruning
+        self.trial: Optional[dict[str, Any]] = None  # dynamic: the step waiting for its verdict
+        self.stopped = False
+
+    # ------------------------------------------------------------------ checks
+    @property
+    def scoped(self) -> list[str]:
+        return [n for n in NETWORKS if self.amounts[n] > 0 or (n == "generator" and self.latent_amount > 0)]
+
+    def check_setup(self, trainer: Trainer, module, datamodule) -> None:
+        """Refuse, before training, settings that cannot work with this model and trainer."""
+        names = {f"{net}.{n}" for net in NETWORKS for n, m in getattr(module, net).named_modules() if isinstance(m, WEIGHTED)}
+        if self.skip_layers is not None:
+            unknown = [n for n in self.skip_layers if n not in names]
+            if unknown:
+                raise ConfigError(f"--prune.skip_layers names unknown layer(s) {', '.join(unknown)}; prunable layers: {', '.join(sorted(names))}")
+        if self.granularity == "structured" or self.latent_amount > 0:
+            for net in self.scoped:
+                trace(getattr(module, net), example_input(module, net))  # refuses unsupported layers
+        if self.schedule != "gradual":
+            max_epochs = trainer.max_epochs
+            if self.start_epoch is None and (max_epochs is None or max_epochs < 2):
+                raise ConfigError("--prune.start_epoch has no default without --trainer.max_epochs >= 2: set it")
+            last = self.event_epochs(max_epochs)[-1]
+            if max_epochs is not None and max_epochs >= 0 and last >= max_epochs:
+                raise ConfigError(
+                    f"--prune schedule {self.schedule} prunes at epoch {last} but training ends after epoch {max_epochs - 1}"
+                    " (--trainer.max_epochs): lower --prune.start_epoch/--prune.rounds/--prune.every_n_epochs or train longer"
+                )
+            if self.rewind_epoch is not None and not 0 <= self.rewind_epoch < self.event_epochs(max_epochs)[0]:
+                raise ConfigError(f"--prune.rewind_epoch must be >= 0 and before the first round (epoch {self.event_epochs(max_epochs)[0]}), got {self.rewind_epoch}")
+        if self.criterion in NEEDS_DATA and not hasattr(datamodule, "train_set"):
+            raise ConfigError(f"--prune.criterion {self.criterion} scores weights on real samples: it needs a gan-lightning datamodule (--data)")
+
+    def event_epochs(self, max_epochs: Optional[int]) -> list[int]:
+        start = self.start_epoch if self.start_epoch is not None else (max_epochs or 0) // 2
+        count = 1 if self.schedule == "oneshot" else self.rounds
+        return [start + i * self.every_n_epochs for i in range(count)]
+
+    def event_steps(self) -> list[int]:
+        steps = list(range(self.start_step + self.frequency, self.end_step, self.frequency))
+        return steps + [self.end_step]
+
+    def target(self, event: int, final: float) -> float:
+        if self.schedule == "oneshot":
+            return final
+        if self.schedule == "iterative":
+            return iterative_fraction(event + 1, self.rounds, final)
+        if self.schedule == "dynamic":
+            return final * (event + 1) / self.rounds
+        return polynomial_sparsity(self.event_steps()[event], self.start_step, self.end_step, final)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.check_setup(trainer, pl_module, trainer.datamodule)
+        self.metric_name, self.fidelity = resolve_metric(trainer, self.metric)
+
+    def on_fit_start(self, trainer: Trainer, pl_module) -> None:
+        # Dense references are taken once, at the very first fit; a resumed run keeps the saved ones.
+        if not self.dense:
+            self.dense = dense_weight_counts(pl_module)
+            self.original_z = pl_module.z_dim
+            for net in self.scoped:
+                for group in prunable_groups(pl_module, net, set()):
+                    self.original_units[f"{net}.{group.producer}"] = group.units
+        self._skip = set(self.skip_layers) if self.skip_layers is not None else self._output_layers(pl_module)
+        if self.schedule == "gradual" and self.end_step > trainer.num_training_batches * trainer.max_epochs:
+            raise ConfigError(
+                f"--prune.end_step {self.end_step} is after training ends ({trainer.num_training_batches * trainer.max_epochs}"
+                " batches): lower it or train longer"
+            )
+
+    @staticmethod
+    def _output_layers(module) -> set[str]:
+        return {f"{net}.{trace(getattr(module, net), example_input(module, net)).layers[-1]}" for net in NETWORKS}
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
+        epoch = trainer.current_epoch
+        if self.rewind_epoch is not None and epoch == self.rewind_epoch and not self.rewind_state:
+            self.rewind_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        if self.schedule == "gradual" or self.stopped or self.trial is not None:
+            return
+        epochs = self.event_epochs(trainer.max_epochs)
+        if self.next_event < len(epochs) and epoch == epochs[self.next_event]:
+            if self.schedule == "dynamic":
+                self._try_step(trainer, pl_module)
+            else:
+                self._prune(trainer, pl_module)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module, batch: Any, batch_idx: int) -> None:
+        if self.schedule != "gradual":
+            return
+        steps = self.event_steps()
+        due = [i for i in range(self.next_event, len(steps)) if steps[i] <= self.batches_seen]
+        if due:  # after a skipped range (e.g. resumed later), only the newest target matters
+            self.next_event = due[-1]
+            self._prune(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.batches_seen += 1
+
+    def on_discriminator_step_end(self, trainer: Trainer, module) -> None:
+        self._apply_masks(module, "discriminator")
+
+    def on_generator_step_end(self, trainer: Trainer, module) -> None:
+        self._apply_masks(module, "generator")
+
+    def on_validation_end(self, trainer: Trainer, pl_module) -> None:
+        if self.trial is None or trainer.sanity_checking:
+            return
+        value = measure_quality(trainer, pl_module, self.metric_name, self.fidelity)
+        limit = self.baseline * (1.0 + self.tolerance)
+        if value <= limit:
+            self._accept_step(trainer, pl_module, value)
+        else:
+            self._roll_back(trainer, pl_module, value, limit)
+
+    # ------------------------------------------------------------------ events
+    def _prune(self, trainer: Trainer, module) -> None:
+        before = before_event(trainer, module, self.metric_name, self.fidelity)
+        decision = self._decide(trainer, module, self.next_event)
+        self._execute(trainer, module, decision)
+        self._after_retrain_mode(trainer, module)
+        self._report(trainer, module, before)
+        self.next_event += 1
+
+    def _report(self, trainer: Trainer, module, before, after_metric: Optional[float] = None) -> dict[str, float]:
+        summary = report_event(
+            trainer, module, f"{self.schedule}-{self.next_event + 1}", before, self.dense, self.metric_name,
+            self.fidelity, self.latency_batch, self.history, after_metric=after_metric,
+        )
+        rank_zero_info(
+            f"prune: event {self.next_event + 1} at epoch {trainer.current_epoch}: generator sparsity"
+            f" {summary['compress/sparsity']:.1%}, {summary['compress/g_macs'] / 1e6:.2f}M MACs/sample,"
+            f" latency x{summary['compress/speedup']:.2f}, {self.metric_name} {before.metric:.4g} -> "
+            f"{summary[f'compress/{self.metric_name}_after']:.4g}"
+        )
+        return summary
+
+    def _decide(self, trainer: Trainer, module, event: int) -> dict[str, Any]:
+        """Scores -> what to remove, identical on every rank (scores averaged, then rank 0's
+        decision broadcast, so even ties cannot split the ranks)."""
+        batches = self._calibration_batches(trainer, module, event) if self.criterion in NEEDS_DATA else []
+        decision: dict[str, Any] = {"masks": {}, "keep": {}, "inputs": None}
+        for net in self.scoped:
+            target = self.target(event, self.amounts[net])
+            if self.granularity == "unstructured" and target > 0:
+                layers = [n for n, m in getattr(module, net).named_modules() if isinstance(m, WEIGHTED) and f"{net}.{n}" not in self._skip]
+                scores = self._scores(trainer, module, net, [f"{n}.weight" for n in layers], batches, event)
+                current = {k[len(net) + 1 :]: v for k, v in self.masks.items() if k.startswith(net + ".")}
+                masks = unstructured_masks(scores, target, self.ranking, current)
+                decision["masks"].update({f"{net}.{k}": v.cpu() for k, v in masks.items()})
+            elif target > 0:
+                groups = prunable_groups(module, net, self._skip)
+                modules = dict(getattr(module, net).named_modules())
+                scores = self._scores(trainer, module, net, [f"{g.producer}.weight" for g in groups], batches, event)
+                units = {
+                    g.producer: unit_scores(scores[f"{g.producer}.weight"], out_dim(modules[g.producer]), g.unit_size, self.criterion)
+                    for g in groups
+                }
+                original = {g.producer: self.original_units[f"{net}.{g.producer}"] for g in groups}
+                decision["keep"][net] = units_to_keep(units, original, target, self.ranking)
+            if net == "generator" and self.latent_amount > 0:
+                graph = trace(module.generator, example_input(module, "generator"))
+                first = f"{graph.input_layer}.weight"
+                score = self._scores(trainer, module, net, [first], batches, event)[first]
+                per_input = score.float().sum(0)  # a Linear's weight is (out, in): one column per latent
+                keep = max(1, round((1 - self.target(event, self.latent_amount)) * self.original_z))
+                decision["inputs"] = torch.argsort(per_input, descending=True, stable=True)[:keep].sort().values.cpu()
+        return trainer.strategy.broadcast(decision, src=0)
+
+    def _scores(self, trainer, module, net, weights, batches, event) -> dict[str, torch.Tensor]:
+        scores = weight_importance(module, net, self.criterion, weights, batches, seed=self.seed + event)
+        return {k: trainer.strategy.reduce(v, reduce_op="mean") for k, v in scores.items()}
+
+    def _calibration_batches(self, trainer: Trainer, module, event: int) -> list[torch.Tensor]:
+        data = trainer.datamodule
+        gen = torch.Generator().manual_seed(self.seed + event)
+        index = torch.randperm(len(data.train_set), generator=gen)[: self.calibration_samples].tolist()
+        real, _ = stack_samples(Subset(data.train_set, index))
+        return [b.to(module.device) for b in real.split(self.calibration_batch_size)]
+
+    def _execute(self, trainer: Trainer, module, decision: dict[str, Any], physical: bool = True) -> None:
+        if decision["masks"]:
+            self.masks.update(decision["masks"])
+            for net in NETWORKS:
+                self._apply_masks(module, net)
+        cut = False
+        for net, keep in decision["keep"].items():
+            if physical:
+                cut_units(module, net, keep, decision["inputs"] if net == "generator" else None)
+                cut = True
+            else:
+                _zero_units(module, net, keep, decision["inputs"] if net == "generator" else None)
+        if decision["inputs"] is not None and "generator" not in decision["keep"] and physical:
+            cut_units(module, "generator", {}, decision["inputs"])
+            cut = True
+        if cut:
+            refresh_training_state(trainer)
+
+    def _after_retrain_mode(self, trainer: Trainer, module) -> None:
+        if self.rewind_state:
+            _load_matching(module, self.rewind_state, self.scoped)
+            self._reapply_all(module)
+            refresh_training_state(trainer)  # fresh moments for the rewound weights
+        if self.retrain == "network":
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed + self.next_event)
+                for net in self.scoped:
+                    for m in getattr(module, net).modules():
+                        if list(m.parameters(recurse=False)) and hasattr(m, "reset_parameters"):
+                            m.reset_parameters()
+            if module.generator_ema is not None:
+                module.generator_ema.load_state_dict(module.generator.state_dict())
+            self._reapply_all(module)
+            refresh_training_state(trainer)
+        elif self.retrain == "weight":
+            self.masks = {}  # pruned weights start at zero but may grow back
+
+    def _reapply_all(self, module) -> None:
+        for net in NETWORKS:
+            self._apply_masks(module, net)
+
+    @torch.no_grad()
+    def _apply_masks(self, module, network: str) -> None:
+        if not self.masks:
+            return
+        for net in networks_of(module, network):
+            params = dict(net.named_parameters())
+            for key, mask in self.masks.items():
+                if key.startswith(network + "."):
+                    p = params[key[len(network) + 1 :]]
+                    p.mul_(mask.to(p.device, p.dtype))
+
+    # ------------------------------------------------------------------ dynamic schedule
+    def _try_step(self, trainer: Trainer, module) -> None:
+        metric = measure_quality(trainer, module, self.metric_name, self.fidelity)
+        if self.baseline is None:
+            self.baseline = metric
+        decision = self._decide(trainer, module, self.next_event)
+        self.trial = {
+            "state": {k: v.detach().clone() for k, v in module.state_dict().items()},
+            "masks": {k: v.clone() for k, v in self.masks.items()},
+            "decision": decision,
+            "before_metric": metric,
+        }
+        self._execute(trainer, module, decision, physical=False)
+
+    def _accept_step(self, trainer: Trainer, module, value: float) -> None:
+        decision = self.trial["decision"]
+        # the trial network has the pre-step shapes (its removed units are only zeroed), so it
+        # stands in for "before" in the latency comparison
+        before = Before(copy.deepcopy(module.generator), module.z_dim, self.trial["before_metric"])
+        if decision["keep"] or decision["inputs"] is not None:
+            self._execute(trainer, module, {**decision, "masks": {}})
+        self.trial = None
+        self._report(trainer, module, before, after_metric=value)
+        self.next_event += 1
+        self.stopped = self.next_event >= self.rounds
+
+    def _roll_back(self, trainer: Trainer, module, value: float, limit: float) -> None:
+        module.load_state_dict(self.trial["state"])
+        self.masks = self.trial["masks"]
+        self.trial = None
+        self.stopped = True
+        self.history.append(
+            [f"dynamic-{self.next_event + 1}-rolled-back", trainer.current_epoch, logging_step(trainer), *([None] * 9), self.metric_name, None, round(value, 4)]
+        )
+        rank_zero_info(f"prune: dynamic step {self.next_event + 1} rolled back ({self.metric_name} {value:.4g} > limit {limit:.4g}); pruning stops")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "next_event": self.next_event,
+            "batches_seen": self.batches_seen,
+            "masks": self.masks,
+            "dense": self.dense,
+            "original_units": self.original_units,
+            "original_z": self.original_z,
+            "history": self.history,
+            "rewind_state": self.rewind_state,
+            "baseline": self.baseline,
+            "trial": self.trial,
+            "stopped": self.stopped,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, copy.deepcopy(value))
+
+
+@torch.no_grad()
+def _zero_units(module, network: str, keep: dict[str, torch.Tensor], inputs: Optional[torch.Tensor]) -> None:
+    """Make removed units output exactly zero (producer rows and bias, norm scale and shift),
+    so the network computes what the physically cut one will, and the cut can wait."""
+    for net in networks_of(module, network):
+        graph = trace(net, example_input(module, network))
+        modules = dict(net.named_modules())
+        for group in graph.groups:
+            if group.producer not in keep:
+                continue
+            dropped = torch.ones(group.units, dtype=torch.bool)
+            dropped[keep[group.producer]] = False
+            rows = dropped.repeat_interleave(group.unit_size)
+            producer = modules[group.producer]
+            producer.weight.index_fill_(out_dim(producer), rows.nonzero().view(-1).to(producer.weight.device), 0.0)
+            for name in ["bias", *[f"{n}.weight" for n in group.norms], *[f"{n}.bias" for n in group.norms]]:
+                owner, attr = (producer, name) if "." not in name else (modules[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1])
+                t = getattr(owner, attr, None)
+                if t is not None:
+                    t[rows.to(t.device)] = 0.0
+        if inputs is not None:
+            first = modules[graph.input_layer]
+            dropped = torch.ones(graph.input_features, dtype=torch.bool)
+            dropped[inputs] = False
+            first.weight[:, dropped.to(first.weight.device)] = 0.0
+
+
+def _load_matching(module, state: dict[str, torch.Tensor], networks: list[str]) -> None:
+    """Copy saved values into the named networks' tensors (the rewind of the lottery-ticket procedure)."""
+    own = module.state_dict()
+    with torch.no_grad():
+        for net in networks:
+            for key, value in state.items():
+                if key.startswith(net + ".") and key in own and own[key].shape == value.shape:
+                    own[key].copy_(value)
+                    if net == "generator" and module.generator_ema is not None:
+                        ema_key = "generator_ema." + key[len("generator.") :]
+                        if ema_key in own:
+                            own[ema_key].copy_(value)

@@ -1,0 +1,155 @@
+"""What one compression event did, measured the same way by every compression callback.
+
+A callback calls :func:`before_event` just before it changes the networks and
+:func:`report_event` just after. The report holds, for the generator and discriminator,
+parameters, non-zero parameters and per-sample MACs, the generator's latency before and
+after (same process, same batch, interleaved medians), and a quality metric before and
+after. It is logged as ``compress/*`` scalars, a ``compress/layers`` table (sparsity of every
+layer against the dense network) and a cumulative ``compress/events`` table.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+from pytorch_lightning import Trainer
+
+from datamodules.base import stack_samples
+from gan_lightning.evaluation import FidelityEvaluation, evaluate_generator
+from gan_lightning.loggers import log_table, logging_step
+from gan_lightning.metrics import sliced_wasserstein
+from gan_lightning.pruning import example_input
+from gan_lightning.profiling import interleaved_latency_ms, network_cost
+
+QualityMetric = Literal["auto", "fid", "swd", "none"]
+LAYER_COLUMNS = ["event", "network", "layer", "weight_shape", "dense_weights", "weights", "nonzero", "sparsity", "macs"]
+EVENT_COLUMNS = [
+    "event", "epoch", "step", "g_sparsity", "d_sparsity", "g_params", "g_macs", "d_params", "d_macs",
+    "latency_ms_before", "latency_ms_after", "speedup", "metric", "metric_before", "metric_after",
+]
+
+
+def dense_weight_counts(module) -> dict[str, int]:
+    """Weight elements per layer of the untouched networks, the reference every sparsity is measured against."""
+    return {f"{net}.{name}": p.numel() for net in ("generator", "discriminator") for name, p in getattr(module, net).named_parameters() if name.endswith("weight") and p.dim() > 1}
+
+
+def resolve_metric(trainer: Trainer, metric: QualityMetric) -> tuple[str, Optional[FidelityEvaluation]]:
+    """``auto`` is FID when the run measures FID (``--metrics.features`` not none), else SWD."""
+    fidelity = next((cb for cb in trainer.callbacks if isinstance(cb, FidelityEvaluation)), None)
+    usable = fidelity is not None and fidelity.every_n_epochs > 0 and fidelity.features != "none"
+    if metric == "auto":
+        metric = "fid" if usable else "swd"
+    return metric, fidelity if usable else None
+
+
+def measure_quality(trainer: Trainer, module, metric: str, fidelity: Optional[FidelityEvaluation], num_samples: int = 512) -> float:
+    """The quality metric of the sampling generator, computed on rank 0 and broadcast (lower is better)."""
+    if metric == "none":
+        return float("nan")
+    value = float("nan")
+    if trainer.is_global_zero:
+        data = trainer.datamodule
+        if metric == "fid":
+            value = evaluate_generator(
+                module, data, fidelity.features, fidelity.num_fake, fidelity.num_real, fidelity.seed,
+                fidelity.domain_weights, fidelity.inception_weights,
+            )["fid"]
+        else:
+            real, _ = stack_samples(data.val_set, num_samples)
+            fake = module.generate(len(real), seed=0).cpu()
+            value = float(sliced_wasserstein(real, fake, seed=0))
+    return float(trainer.strategy.broadcast(value, src=0))
+
+
+@dataclass
+class Before:
+    generator: torch.nn.Module  # a copy, for the latency comparison
+    z_dim: int
+    metric: float
+
+
+def before_event(trainer: Trainer, module, metric: str, fidelity: Optional[FidelityEvaluation]) -> Before:
+    return Before(copy.deepcopy(module.generator), module.z_dim, measure_quality(trainer, module, metric, fidelity))
+
+
+def report_event(
+    trainer: Trainer,
+    module,
+    event: str,
+    before: Before,
+    dense: dict[str, int],
+    metric: str,
+    fidelity: Optional[FidelityEvaluation],
+    latency_batch: int = 64,
+    history: Optional[list[list]] = None,
+    after_metric: Optional[float] = None,
+) -> dict[str, float]:
+    """Measure, log and return the state after an event; appends a row to ``history`` (the
+    caller's events table, kept in its state so resumed runs log the whole history).
+    ``after_metric`` saves a second evaluation when the caller has just measured it."""
+    if after_metric is None:
+        after_metric = measure_quality(trainer, module, metric, fidelity)
+    z = torch.randn(latency_batch, before.z_dim, device=module.device)
+    latency = interleaved_latency_ms({"before": before.generator, "after": _Resized(module.generator, module.z_dim)}, z)
+    g_cost = network_cost(module.generator, example_input(module, "generator"))
+    d_cost = network_cost(module.discriminator, example_input(module, "discriminator"))
+    rows, removed, total = [], {"generator": 0, "discriminator": 0}, {"generator": 0, "discriminator": 0}
+    for net in ("generator", "discriminator"):
+        params = dict(getattr(module, net).named_parameters())
+        cost = g_cost if net == "generator" else d_cost
+        for key, n_dense in dense.items():
+            if not key.startswith(net + "."):
+                continue
+            name = key[len(net) + 1 :]
+            w = params.get(name)
+            nonzero = int(w.count_nonzero()) if w is not None else 0
+            removed[net] += n_dense - nonzero
+            total[net] += n_dense
+            layer = name.rsplit(".", 1)[0]
+            macs = cost.layers[layer].macs if layer in cost.layers else 0
+            shape = "x".join(map(str, w.shape)) if w is not None else "removed"
+            rows.append([event, net, layer, shape, n_dense, w.numel() if w is not None else 0, nonzero, round(1 - nonzero / n_dense, 4), macs])
+    summary = {
+        "compress/sparsity": removed["generator"] / max(total["generator"], 1),
+        "compress/d_sparsity": removed["discriminator"] / max(total["discriminator"], 1),
+        "compress/g_params": float(g_cost.params),
+        "compress/g_nonzero": float(g_cost.nonzero),
+        "compress/g_macs": float(g_cost.macs),
+        "compress/d_params": float(d_cost.params),
+        "compress/d_macs": float(d_cost.macs),
+        "compress/latency_ms_before": latency["before"],
+        "compress/latency_ms": latency["after"],
+        "compress/speedup": latency["before"] / latency["after"],
+        f"compress/{metric}_before": before.metric,
+        f"compress/{metric}_after": after_metric,
+    }
+    row = [
+        event, trainer.current_epoch, logging_step(trainer), round(summary["compress/sparsity"], 4),
+        round(summary["compress/d_sparsity"], 4), g_cost.params, g_cost.macs, d_cost.params, d_cost.macs,
+        round(latency["before"], 4), round(latency["after"], 4), round(summary["compress/speedup"], 3),
+        metric, round(before.metric, 4), round(after_metric, 4),
+    ]
+    if history is not None:
+        history.append(row)
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.log_metrics(summary, step=logging_step(trainer))
+        log_table(trainer, "compress/layers", LAYER_COLUMNS, rows)
+        log_table(trainer, "compress/events", EVENT_COLUMNS, history if history is not None else [row])
+    return summary
+
+
+class _Resized(torch.nn.Module):
+    """Feeds a generator whose latent was pruned the leading dimensions of a full-size z, so the
+    before/after latency comparison runs on literally the same input tensor."""
+
+    def __init__(self, generator: torch.nn.Module, z_dim: int) -> None:
+        super().__init__()
+        self.generator, self.z_dim = generator, z_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z[:, : self.z_dim])

@@ -1,0 +1,127 @@
+"""How big and how fast a network is: parameters, multiply-accumulates and measured latency.
+
+The one implementation every compression callback (prune, lowrank, ...) and benchmark uses,
+so that their reports can be compared. MACs are counted per sample by running the network
+once with forward hooks, which sees the real shapes after any surgery or factorization.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+    """Multiply-accumulates of one call of a Linear or (transposed) convolution, per sample."""
+    batch = out.shape[0] if out.dim() > 1 else 1
+    if isinstance(module, nn.Linear):
+        return out.numel() // batch * module.in_features
+    kernel = module.weight[0, 0].numel()
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        # every input element is scattered through a kernel into out_channels / groups maps
+        return inp.numel() // batch * (module.out_channels // module.groups) * kernel
+    return out.numel() // batch * (module.in_channels // module.groups) * kernel
+
+
+@dataclass
+class LayerCost:
+    macs: int
+    params: int
+    nonzero: int
+
+
+@dataclass
+class NetworkCost:
+    """Per-sample MACs, parameters and non-zero parameters of a network, per layer and in total.
+
+    ``sparse_macs`` scales each layer's MACs by its weight density: what a sparse kernel would
+    execute, while ``macs`` is what dense kernels execute (and what latency follows).
+    """
+
+    layers: dict[str, LayerCost] = field(default_factory=dict)
+    params: int = 0
+    nonzero: int = 0
+
+    @property
+    def macs(self) -> int:
+        return sum(c.macs for c in self.layers.values())
+
+    def sparse_macs(self, network: nn.Module) -> float:
+        modules = dict(network.named_modules())
+        total = 0.0
+        for name, cost in self.layers.items():
+            weight = modules[name].weight
+            total += cost.macs * float(weight.count_nonzero()) / weight.numel()
+        return total
+
+
+def count_params(network: nn.Module) -> tuple[int, int]:
+    """(parameters, non-zero parameters)."""
+    params = list(network.parameters())
+    return sum(p.numel() for p in params), sum(int(p.count_nonzero()) for p in params)
+
+
+@torch.no_grad()
+def network_cost(network: nn.Module, example: torch.Tensor) -> NetworkCost:
+    """Run ``network`` once on ``example`` (eval mode, restored after) and count its cost."""
+    cost = NetworkCost()
+    names = {m: n for n, m in network.named_modules()}
+
+    def hook(module, inputs, output):
+        own = list(module.parameters(recurse=False))
+        name = names[module]
+        prev = cost.layers.get(name, LayerCost(0, sum(p.numel() for p in own), sum(int(p.count_nonzero()) for p in own)))
+        prev.macs += layer_macs(module, inputs[0], output)  # a module called twice costs twice
+        cost.layers[name] = prev
+
+    handles = [m.register_forward_hook(hook) for m in network.modules() if isinstance(m, COUNTED)]
+    was_training = network.training
+    network.eval()
+    try:
+        network(example)
+    finally:
+        network.train(was_training)
+        for h in handles:
+            h.remove()
+    cost.params, cost.nonzero = count_params(network)
+    return cost
+
+
+@torch.no_grad()
+def measure_latency_ms(network: nn.Module, example: torch.Tensor, repeats: int = 30, warmup: int = 5) -> float:
+    """Median wall time of one forward pass on ``example``, in milliseconds, in eval mode.
+
+    Medians resist the noise of a shared machine; CUDA work is synchronized before each clock read.
+    """
+    was_training = network.training
+    network.eval()
+    sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
+    try:
+        for _ in range(warmup):
+            network(example)
+        times = []
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            network(example)
+            sync()
+            times.append(time.perf_counter() - start)
+    finally:
+        network.train(was_training)
+    return 1000.0 * statistics.median(times)
+
+
+def interleaved_latency_ms(networks: dict[str, nn.Module], example: torch.Tensor, rounds: int = 5, repeats: int = 20) -> dict[str, float]:
+    """Median latency of several networks on the same input, measured in alternating rounds so
+    that machine noise hits them alike (use this, not two separate measurements, for a speedup)."""
+    samples: dict[str, list[float]] = {k: [] for k in networks}
+    for _ in range(rounds):
+        for key, net in networks.items():
+            samples[key].append(measure_latency_ms(net, example, repeats=repeats, warmup=2))
+    return {k: statistics.median(v) for k, v in samples.items()}
