@@ -323,7 +323,7 @@ class Prune(GANCallback):
         )
         rank_zero_info(
             f"prune: event {self.next_event + 1} at epoch {trainer.current_epoch}: generator sparsity"
-            f" {summary['compress/sparsity']:.1%}, {summary['compress/g_macs'] / 1e6:.2f}M MACs/sample,"
+            f" {summary['compress/sparsity']:.1%}, {summary['compress/g_macs']:,.0f} MACs/sample,"
             f" latency x{summary['compress/speedup']:.2f}, {self.metric_name} {before.metric:.4g} -> "
             f"{summary[f'compress/{self.metric_name}_after']:.4g}"
         )

@@ -59,6 +59,11 @@ def test_help_lists_the_callback_names(capsys):
         (["--ckpt_path", "last"], "--ckpt_path last is not supported by train.py: pass the .ckpt file"),
         (["--metrics.features", "none"], "--checkpoint.monitor val/fid needs --metrics.every_n_epochs >= 1 and --metrics.features domain or inception"),
         (["--data", "datamodules.ImageFolderDataModule", "--data.root", "/no/such/folder"], "--data.root"),
+        (["--callbacks", "prune", "--prune.generator_amount", "1.5"], "--prune.generator_amount must be in [0, 1) (a fraction removed), got 1.5"),
+        (["--callbacks", "prune", "--prune.skip_layers", "[generator.nope]"], "--prune.skip_layers names unknown layer(s) generator.nope; prunable layers: discriminator.net.0,"),
+        (["--callbacks", "prune", "--prune.start_epoch", "3"], "--prune schedule oneshot prunes at epoch 3 but training ends after epoch 0 (--trainer.max_epochs)"),
+        (["--callbacks", "prune"], "--prune.start_epoch has no default without --trainer.max_epochs >= 2: set it"),
+        (["--callbacks", "prune", "--prune.schedule", "gradual", "--prune.end_step", "0"], "--prune.schedule gradual needs 0 <= --prune.start_step < --prune.end_step"),
     ],
 )
 def test_bad_input_is_one_clear_sentence(tmp_path, capsys, extra, message):
