@@ -52,6 +52,7 @@ from gan_lightning.pruning import (
     example_input,
     networks_of,
     prunable_groups,
+    recalibrate_batchnorm,
     refresh_training_state,
     unstructured_masks,
     units_to_keep,
@@ -313,8 +314,30 @@ class Prune(GANCallback):
         decision = self._decide(trainer, module, self.next_event)
         self._execute(trainer, module, decision)
         self._after_retrain_mode(trainer, module)
+        self._recalibrate(module)
         self._report(trainer, module, before)
         self.next_event += 1
+        if self.next_event == self._event_count(trainer):
+            self._forget_dense_best(trainer)
+
+    def _event_count(self, trainer: Trainer) -> int:
+        return len(self.event_steps()) if self.schedule == "gradual" else len(self.event_epochs(trainer.max_epochs))
+
+    def _recalibrate(self, module) -> None:
+        for net in networks_of(module, "generator"):
+            recalibrate_batchnorm(net, module.z_dim, module.device, seed=self.seed)
+
+    @staticmethod
+    def _forget_dense_best(trainer: Trainer) -> None:
+        """From the final event on, "best" means the best *compressed* model: the denser
+        networks before it would otherwise keep the title. Their files stay on disk."""
+        for cb in trainer.checkpoint_callbacks:
+            if not getattr(cb, "monitor", None):
+                continue
+            if cb.best_model_path:
+                rank_zero_info(f"prune: the best checkpoint so far ({cb.best_model_path}) predates pruning; it is kept, and best-* now tracks the pruned model")
+            cb.best_k_models, cb.kth_best_model_path, cb.best_model_path = {}, "", ""
+            cb.best_model_score, cb.kth_value = None, torch.tensor(torch.inf if cb.mode == "min" else -torch.inf)
 
     def _report(self, trainer: Trainer, module, before, after_metric: Optional[float] = None) -> dict[str, float]:
         summary = report_event(
@@ -445,16 +468,20 @@ class Prune(GANCallback):
         before = Before(copy.deepcopy(module.generator), module.z_dim, self.trial["before_metric"])
         if decision["keep"] or decision["inputs"] is not None:
             self._execute(trainer, module, {**decision, "masks": {}})
+        self._recalibrate(module)
         self.trial = None
         self._report(trainer, module, before, after_metric=value)
         self.next_event += 1
         self.stopped = self.next_event >= self.rounds
+        if self.stopped:
+            self._forget_dense_best(trainer)
 
     def _roll_back(self, trainer: Trainer, module, value: float, limit: float) -> None:
         module.load_state_dict(self.trial["state"])
         self.masks = self.trial["masks"]
         self.trial = None
         self.stopped = True
+        self._forget_dense_best(trainer)
         self.history.append(
             [f"dynamic-{self.next_event + 1}-rolled-back", trainer.current_epoch, logging_step(trainer), *([None] * 9), self.metric_name, None, round(value, 4)]
         )

@@ -120,6 +120,32 @@ def cut_units(module, network: str, keep: dict[str, torch.Tensor], keep_inputs: 
         module.z_dim = len(record[INPUT_KEY])
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(network: nn.Module, z_dim: int, device: torch.device, batches: int = 16, batch_size: int = 64, seed: int = 0) -> None:
+    """Re-estimate a generator's BatchNorm running statistics on fresh latents.
+
+    After units are removed or weights zeroed, the statistics describe activations that no
+    longer exist, and a generator sampled in eval mode produces garbage until training has
+    slowly updated them; this makes the quality measured right after an event meaningful."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    gen = torch.Generator().manual_seed(seed)
+    was_training = network.training
+    network.train()
+    try:
+        for _ in range(batches):
+            network(torch.randn(batch_size, z_dim, generator=gen).to(device))
+    finally:
+        network.train(was_training)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
 def prunable_groups(module, network: str, skip: set[str]) -> list[ChannelGroup]:
     """The channel groups of ``module.<network>`` whose producer is not skipped."""
     graph = trace(getattr(module, network), example_input(module, network))

@@ -241,6 +241,14 @@ def test_structured_checkpoint_reloads_in_a_fresh_process_and_resumes(tmp_path):
     assert resumed.trainer.current_epoch == 2 and resumed.model.generator.stem[0].weight.shape == cli.model.generator.stem[0].weight.shape
 
 
+def test_best_checkpoint_tracks_the_pruned_model_and_the_dense_best_stays_on_disk(tmp_path):
+    cli = GANLightningCLI(args=cli_args(tmp_path, "--trainer.max_epochs", "2", "--prune.start_epoch", "1"))
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    assert best.name == "best-epoch001.ckpt"  # however good the dense epoch 0 was
+    assert (best.parent / "best-epoch000.ckpt").is_file()
+    assert "structure" in torch.load(best, weights_only=True)
+
+
 def test_ddp_ranks_hold_identical_pruned_networks(tmp_path):
     dump = tmp_path / "ranks"
     cmd = [

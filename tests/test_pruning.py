@@ -14,7 +14,7 @@ from gan_lightning.importance import unit_scores, weight_importance
 from gan_lightning.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from gan_lightning.profiling import network_cost
-from gan_lightning.pruning import cut_units, example_input, prunable_groups, unstructured_masks, units_to_keep
+from gan_lightning.pruning import cut_units, recalibrate_batchnorm, example_input, prunable_groups, unstructured_masks, units_to_keep
 from gan_lightning.surgery import INPUT_KEY, apply_structure, trace
 from tests.helpers import tiny_module
 
@@ -208,3 +208,17 @@ def test_schedules():
     assert polynomial_sparsity(50, 0, 100, 0.8) == pytest.approx(0.8 * (1 - 0.5**3))
     fractions = [iterative_fraction(k, 3, 0.875) for k in (1, 2, 3)]
     assert fractions == pytest.approx([0.5, 0.75, 0.875])  # each round removes half of what is left
+
+
+def test_batchnorm_recalibration_matches_the_statistics_of_the_cut_generator():
+    torch.manual_seed(0)
+    module = tiny_module()
+    module.generator.stem[1].running_mean.fill_(5.0)  # stale statistics, as after a cut
+    cut_units(module, "generator", {"stem.0": torch.tensor([0, 2])})
+    g = module.generator
+    recalibrate_batchnorm(g, module.z_dim, module.device, batches=8, batch_size=256, seed=1)
+    with torch.no_grad():
+        pre_bn = g.stem[0](torch.randn(4096, module.z_dim))
+    assert torch.allclose(g.stem[1].running_mean, pre_bn.mean(0), atol=0.05)
+    assert torch.allclose(g.stem[1].running_var, pre_bn.var(0), rtol=0.1)
+    assert g.stem[1].momentum == 0.1  # restored
