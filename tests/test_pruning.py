@@ -15,7 +15,7 @@ from gan_lightning.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from gan_lightning.profiling import network_cost
 from gan_lightning.pruning import cut_units, recalibrate_batchnorm, example_input, prunable_groups, unstructured_masks, units_to_keep
-from gan_lightning.surgery import INPUT_KEY, apply_structure, trace
+from gan_lightning.surgery import INPUT_KEY, trace
 from tests.helpers import tiny_module
 
 
