@@ -24,6 +24,7 @@ pruned structure restarts from fresh initial weights).
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Literal, Optional
 
 import torch
@@ -257,11 +258,14 @@ class Prune(GANCallback):
                 for group in prunable_groups(pl_module, net, set()):
                     self.original_units[f"{net}.{group.producer}"] = group.units
         self._skip = set(self.skip_layers) if self.skip_layers is not None else self._output_layers(pl_module)
-        if self.schedule == "gradual" and self.end_step > trainer.num_training_batches * trainer.max_epochs:
-            raise ConfigError(
-                f"--prune.end_step {self.end_step} is after training ends ({trainer.num_training_batches * trainer.max_epochs}"
-                " batches): lower it or train longer"
-            )
+
+    def on_train_start(self, trainer: Trainer, pl_module) -> None:
+        # the number of batches per epoch is only known once the training data is loaded
+        total = trainer.num_training_batches * trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
+        if trainer.max_steps and trainer.max_steps > 0:
+            total = min(total, trainer.max_steps // (pl_module.hparams.n_critic + 1))
+        if self.schedule == "gradual" and self.end_step > total:
+            raise ConfigError(f"--prune.end_step {self.end_step} is after training ends ({total} batches): lower it or train longer")
 
     @staticmethod
     def _output_layers(module) -> set[str]:
@@ -410,8 +414,16 @@ class Prune(GANCallback):
         if decision["inputs"] is not None and "generator" not in decision["keep"] and physical:
             cut_units(module, "generator", {}, decision["inputs"])
             cut = True
+        if decision["inputs"] is not None and physical:
+            self._drop_input_columns_of_masks(module, decision["inputs"])
         if cut:
             refresh_training_state(trainer)
+
+    def _drop_input_columns_of_masks(self, module, inputs: torch.Tensor) -> None:
+        first = f"generator.{trace(module.generator, example_input(module, 'generator')).input_layer}.weight"
+        mask = self.masks.get(first)
+        if mask is not None and mask.shape[1] != len(inputs):  # the mask still has the removed latents' columns
+            self.masks[first] = mask[:, inputs.sort().values]
 
     def _after_retrain_mode(self, trainer: Trainer, module) -> None:
         if self.rewind_state:

@@ -17,6 +17,7 @@ import callbacks.prune as prune_module
 from datamodules.digits import DigitsDataModule
 from callbacks.prune import Prune, iterative_fraction, polynomial_sparsity
 from gan_lightning.cli import GANLightningCLI
+from gan_lightning.errors import ConfigError
 from gan_lightning.hooks import GANCallback
 from gan_lightning.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
@@ -177,6 +178,24 @@ def test_gradual_schedule_follows_the_cubic_ramp_in_batches(tmp_path, seeded):
     expected = [0, 0, *[polynomial_sparsity(s, 0, 5, 0.8) for s in (2, 2, 4)], 0.8]  # events at batches 2, 4 and 5
     assert probe.values == pytest.approx([round(e * n) / n for e in expected], abs=1e-6)
     assert len(prune.history) == 3
+
+
+def test_gradual_ramp_ending_after_training_is_refused_before_the_first_step(tmp_path):
+    module = module16()
+    prune = Prune(granularity="unstructured", schedule="gradual", end_step=100, metric="none")
+    with pytest.raises(ConfigError, match=r"--prune.end_step 100 is after training ends \(6 batches\)"):
+        fit(tmp_path, module, prune)
+    assert not prune.history and (module.generator.stem[0].weight != 0).all()
+
+
+def test_unstructured_masks_follow_a_latent_cut(tmp_path, seeded):
+    module = module16()
+    prune = Prune(generator_amount=0.5, latent_amount=0.5, granularity="unstructured", start_epoch=0, metric="none")
+    probe = MaskProbe(prune)
+    fit(tmp_path, module, prune, probe)
+    stem = module.generator.stem[0].weight
+    assert stem.shape[1] == module.z_dim == 4 and prune.masks["generator.stem.0.weight"].shape == stem.shape
+    assert probe.checked["generator"] == 6 * 2
 
 
 def test_dynamic_schedule_keeps_good_steps_and_rolls_back_the_first_bad_one(tmp_path, seeded, monkeypatch):
