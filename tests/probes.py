@@ -45,3 +45,32 @@ class TrainStartState(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
         self.best_model_score = trainer.checkpoint_callback.best_model_score
+
+
+class ClipDump(Callback):
+    """Saves, per rank, the parameters after training, the largest |w| of the discriminator
+    after each batch and the logged ``compress/clip_saturation``.
+
+    Callbacks given with ``--trainer.callbacks`` run before the ``--callbacks`` plug-ins, so
+    this looks after the whole batch (every D step clipped) rather than inside the D-step hook.
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.d_max_abs: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.d_max_abs.append(max(float(p.detach().abs().max()) for p in pl_module.discriminator.parameters()))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "params": {k: v.detach().cpu().clone() for k, v in pl_module.named_parameters()},
+                "d_max_abs": self.d_max_abs,
+                "world_size": trainer.world_size,
+                "saturation": float(trainer.callback_metrics["compress/clip_saturation"]),
+                "clip_callbacks": [type(cb).__name__ for cb in trainer.callbacks if type(cb).__name__ == "WeightClipping"],
+            },
+            self.out_dir / f"rank{trainer.global_rank}.pt",
+        )
