@@ -129,9 +129,15 @@ class GANLightningCLI(LightningCLI):
         self._configure_wandb(cfg)
 
     def _align_checkpoint_with_metrics(self, cfg: Namespace) -> None:
-        """The best checkpoint can only be chosen on epochs where the monitored metric exists."""
-        self.last_every_epoch = False
+        """The best checkpoint can only be chosen on epochs where the monitored metric exists,
+        and last.ckpt must be written every epoch however the metric moves."""
         monitor = cfg.checkpoint.monitor or ""
+        # ModelCheckpoint(save_last=True) only writes last.ckpt in steps where it also saved a
+        # best checkpoint (Lightning 2.6), so with a monitor, last.ckpt would stop at the best
+        # epoch; a second callback (see instantiate_trainer) writes it every epoch instead.
+        self.last_every_epoch = bool(monitor and cfg.checkpoint.save_last)
+        if self.last_every_epoch:
+            cfg.checkpoint.save_last = False
         if not monitor.startswith("val/") or monitor == "val/swd":  # val/swd comes from every validation
             return
         if cfg.metrics.every_n_epochs == 0 or (cfg.metrics.features == "none" and monitor in FIDELITY_KEYS):
@@ -142,11 +148,8 @@ class GANLightningCLI(LightningCLI):
             )
         every = cfg.metrics.every_n_epochs
         if every > 1 and (cfg.checkpoint.get("every_n_epochs") or 1) % every:
-            # ModelCheckpoint refuses an epoch whose metrics lack its monitor: the best checkpoint
-            # follows the metrics, and a second callback keeps last.ckpt current every epoch.
+            # ModelCheckpoint refuses an epoch whose metrics lack its monitor
             cfg.checkpoint.every_n_epochs = every
-            self.last_every_epoch = bool(cfg.checkpoint.save_last)
-            cfg.checkpoint.save_last = False
 
     @staticmethod
     def _continue_run_folder(cfg: Namespace, ckpt_path: Path) -> None:
@@ -206,7 +209,8 @@ class GANLightningCLI(LightningCLI):
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         if self.last_every_epoch:
             best = next(cb for cb in extra if isinstance(cb, ModelCheckpoint))
-            extra.append(ModelCheckpoint(dirpath=best.dirpath, save_last=True, save_top_k=0))
+            # monitor=None keeps the newest checkpoint, under one fixed name, every epoch
+            extra.append(ModelCheckpoint(dirpath=best.dirpath, filename="last", save_top_k=1, enable_version_counter=False))
         if trainer_config.get("enable_checkpointing") is False:
             # Lightning refuses a ModelCheckpoint when checkpointing is off; ours is a default, not the user's.
             extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]

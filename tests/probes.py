@@ -74,3 +74,11 @@ class ClipDump(Callback):
             },
             self.out_dir / f"rank{trainer.global_rank}.pt",
         )
+
+
+class EpochScore(Callback):
+    """Logs ``probe/epoch`` (the epoch number) after validation: monitored with mode min, the
+    best checkpoint stays at epoch 0 while training goes on."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("probe/epoch", float(trainer.current_epoch))

@@ -298,3 +298,12 @@ def test_resumed_wandb_run_continues_the_same_run(tmp_path):
     resumed = fit(tmp_path, "--ckpt_path", str(last), "--trainer.max_epochs", "2", logger="WandbLogger")
     assert resumed.trainer.logger.experiment.id == run_id
     wandb.finish()
+
+
+def test_last_checkpoint_is_written_every_epoch_when_the_monitored_metric_stops_improving(tmp_path):
+    cli = fit(tmp_path, "--trainer.max_epochs", "3", "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "probe/epoch",
+              "--trainer.callbacks+=tests.probes.EpochScore")
+    folder = Path(cli.trainer.checkpoint_callback.dirpath)
+    assert Path(cli.trainer.checkpoint_callback.best_model_path).name == "best-epoch000.ckpt"
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
