@@ -16,6 +16,7 @@ from gan_lightning.checkpoint import InterruptCheckpoint, state_dict_mismatches
 from gan_lightning.errors import CheckpointError, ConfigError, NonFiniteLossError
 from gan_lightning.hooks import callbacks_with_hook
 from gan_lightning.losses import LossName, get_loss, gradient_penalty, r1_penalty
+from gan_lightning.lowrank import factorize_module
 from gan_lightning.metrics import sliced_wasserstein
 from gan_lightning.pruning import example_input, networks_of
 from gan_lightning.surgery import INPUT_KEY, apply_structure
@@ -95,6 +96,9 @@ class GANModule(pl.LightningModule):
         # Units kept by structured pruning, per network and layer (see gan_lightning.pruning);
         # saved in checkpoints so that a fresh process can rebuild the smaller networks.
         self.structure: dict[str, dict[str, list[int]]] = {}
+        # Ranks of layers replaced by low-rank factors, as {"generator.<layer>": rank} (see
+        # gan_lightning.lowrank); saved as checkpoint["lowrank"], apart from the pruning record.
+        self.lowrank: dict[str, int] = {}
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -315,10 +319,19 @@ class GANModule(pl.LightningModule):
             if network == "generator" and INPUT_KEY in record:
                 self.z_dim = len(record[INPUT_KEY])
             self.structure[network] = {k: list(v) for k, v in record.items()}
+        if checkpoint.get("lowrank"):
+            # Shapes only: the state_dict overwrites the (zero) factors. Cuts made after the
+            # factorization name its factors (e.g. "stem.0.0"), so the cuts are applied again.
+            factorize_module(self, checkpoint["lowrank"], weights=False)
+            for network, record in checkpoint.get("structure", {}).items():
+                for net in networks_of(self, network):
+                    apply_structure(net, example_input(self, network), record)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.structure:
             checkpoint["structure"] = self.structure
+        if self.lowrank:
+            checkpoint["lowrank"] = self.lowrank
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         problem = self.checkpoint_mismatch(checkpoint)

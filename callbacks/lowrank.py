@@ -1,0 +1,236 @@
+"""lowrank: replace the generator's (or discriminator's) layers by truncated-SVD factors, then fine-tune.
+
+At the start of epoch ``epoch`` every Linear and ungrouped (transposed) convolution of the
+chosen network(s) whose MACs would drop is replaced by two thinner layers (see
+:mod:`gan_lightning.lowrank` for the layouts and the maths); the rest of training fine-tunes
+the factors. The event is reported like a pruning event (``compress/*`` scalars, the
+``compress/layers`` and ``compress/events`` tables) plus a ``compress/lowrank_layers`` table
+with each layer's full rank, kept rank, kept energy and MACs before/after.
+
+This callback only decides *when* and *which ranks*; the factorization, MAC counting and the
+report live in gan_lightning (lowrank, profiling, compression_report).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, Optional
+
+from pytorch_lightning import Trainer
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+
+from callbacks.prune import Prune
+from callbacks.registry import register
+from gan_lightning.compression_report import QualityMetric, before_event, dense_weight_counts, report_event, resolve_metric
+from gan_lightning.errors import ConfigError
+from gan_lightning.hooks import GANCallback
+from gan_lightning.loggers import log_table, logging_step
+from gan_lightning.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, output_layer, plan_ranks
+from gan_lightning.pruning import example_input, refresh_training_state
+
+NETWORKS = ("generator", "discriminator")
+SCOPE = {"generator": "the generator", "discriminator": "the discriminator", "both": "the generator or discriminator"}
+
+
+@register("lowrank")
+class LowRankFactorization(GANCallback):
+    """Factorizes layers by truncated SVD at one epoch and logs what it did (``compress/*``).
+
+    Args:
+        network: ``generator``, ``discriminator`` or ``both``; the EMA generator, if any, is
+            factorized with the generator (it takes the factorized generator's weights).
+        rank_mode: how each layer's rank is chosen: ``fixed`` (``rank_value`` itself), ``ratio``
+            (``rank_value`` x the layer's full rank, rounded up) or ``energy`` (the smallest
+            rank whose singular values keep ``rank_value`` of the sum of their squares).
+        rank_value: an integer >= 1 for ``fixed``, a fraction in (0, 1] for ``ratio`` and ``energy``.
+        epoch: epoch (counted from 0) at whose start the layers are factorized; the epochs after
+            it fine-tune. Default: half of ``--trainer.max_epochs``.
+        skip_layers: layers never factorized, as ``generator.<name>``/``discriminator.<name>``;
+            default: each network's output layer. Layers whose MACs would not drop at the
+            chosen rank (rank >= m n / (m + n)) are always left as they are.
+        metric: quality measured before and after the event: ``auto`` (FID when the run
+            measures FID, else SWD), ``fid``, ``swd`` or ``none``.
+        latency_batch: batch size of the generator latency measurement.
+    """
+
+    def __init__(
+        self,
+        network: Literal["generator", "discriminator", "both"] = "generator",
+        rank_mode: RankMode = "ratio",
+        rank_value: float = 0.25,
+        epoch: Optional[int] = None,
+        skip_layers: Optional[list[str]] = None,
+        metric: QualityMetric = "auto",
+        latency_batch: int = 64,
+    ) -> None:
+        if network not in ("generator", "discriminator", "both"):
+            raise ConfigError(f"--lowrank.network must be generator, discriminator or both, got {network!r}")
+        check_rank_value(rank_mode, rank_value)
+        if epoch is not None and epoch < 0:
+            raise ConfigError(f"--lowrank.epoch must be an integer >= 0 (epochs count from 0), got {epoch}")
+        if latency_batch < 1:
+            raise ConfigError(f"--lowrank.latency_batch must be an integer >= 1, got {latency_batch}")
+        self.network = network
+        self.rank_mode = rank_mode
+        self.rank_value = rank_value
+        self.epoch = epoch
+        self.skip_layers = skip_layers
+        self.metric = metric
+        self.latency_batch = latency_batch
+        # --- state (state_dict): what a resumed run needs to neither repeat nor forget the event
+        self.done = False
+        self.dense: dict[str, int] = {}
+        self.ranks: dict[str, int] = {}
+        self.plan_rows: list[list] = []
+        self.history: list[list] = []
+
+    @property
+    def scoped(self) -> list[str]:
+        return list(NETWORKS) if self.network == "both" else [self.network]
+
+    def event_epoch(self, max_epochs: Optional[int]) -> int:
+        return self.epoch if self.epoch is not None else (max_epochs or 0) // 2
+
+    # ------------------------------------------------------------------ checks
+    def check_setup(self, trainer: Trainer, module, datamodule) -> None:
+        """Refuse, before training, settings that cannot work with this model and trainer."""
+        candidates = {net: candidate_layers(getattr(module, net), example_input(module, net)) for net in NETWORKS}
+        names = {f"{net}.{n}" for net, layers in candidates.items() for n in layers}
+        names |= {f"{net}.{n}" for net in NETWORKS for n, m in getattr(module, net).named_modules() if isinstance(m, LowRank)}
+        if self.skip_layers is not None:
+            unknown = [n for n in self.skip_layers if n not in names]
+            if unknown:
+                raise ConfigError(
+                    f"--lowrank.skip_layers names unknown layer(s) {', '.join(unknown)}; factorizable layers: {', '.join(sorted(names)) or 'none'}"
+                )
+        max_epochs = trainer.max_epochs
+        if self.epoch is None and (max_epochs is None or max_epochs < 2):
+            raise ConfigError("--lowrank.epoch has no default without --trainer.max_epochs >= 2: set it")
+        epoch = self.event_epoch(max_epochs)
+        if max_epochs is not None and max_epochs >= 0 and epoch >= max_epochs:
+            raise ConfigError(
+                f"--lowrank.epoch {epoch} is never reached because training ends after epoch {max_epochs - 1}"
+                f" (--trainer.max_epochs {max_epochs}): set --lowrank.epoch below {max_epochs} or train longer"
+            )
+        self._check_pruning(trainer, epoch)
+        # a resumed run's model may already be factorized (by its checkpoint) before this
+        # callback's own state, which says so, is restored
+        already = any(isinstance(m, LowRank) for net in self.scoped for m in getattr(module, net).modules())
+        if self.rank_mode != "energy" and not self.done and not already:
+            # fixed and ratio ranks depend on shapes only, so a setting that shrinks nothing is known now
+            skip = self._skip(module)
+            plans = [p for net in self.scoped for p in plan_ranks(getattr(module, net), example_input(module, net), self.rank_mode, self.rank_value, skip.get(net, set()))]
+            if plans and not any(p.factorize for p in plans):
+                raise ConfigError(
+                    f"--lowrank.rank_value {self.rank_value:g} (rank_mode {self.rank_mode}) makes no layer of {SCOPE[self.network]}"
+                    f" cheaper: a layer needs a rank below m n / (m + n) of its m x n weight matrix, e.g. "
+                    + ", ".join(f"{p.layer} ({p.matrix}, rank {p.rank})" for p in plans[:3])
+                )
+
+    def _check_pruning(self, trainer: Trainer, epoch: int) -> None:
+        """The prune callback's masks, scores and unit counts name the layers that factorization
+        replaces, so on a shared network all its events must come first and leave no masks."""
+        for cb in trainer.callbacks:
+            if not isinstance(cb, Prune) or not set(cb.scoped) & set(self.scoped):
+                continue
+            last = cb.event_epochs(trainer.max_epochs)[-1] if cb.schedule != "gradual" else None
+            keeps_masks = cb.granularity == "unstructured" and cb.retrain != "weight"
+            if keeps_masks or last is None or last >= epoch:
+                raise ConfigError(
+                    f"--callbacks prune,lowrank on the same network needs every pruning event before --lowrank.epoch {epoch}"
+                    " (not --prune.schedule gradual) and no masks left after them (--prune.granularity structured or"
+                    " --prune.retrain weight), because pruning state names the layers that factorization replaces"
+                )
+
+    def _skip(self, module) -> dict[str, set[str]]:
+        """Layer names (within each network) not to factorize."""
+        if self.skip_layers is not None:
+            return {net: {n[len(net) + 1 :] for n in self.skip_layers if n.startswith(net + ".")} for net in NETWORKS}
+        return {net: {output_layer(getattr(module, net), example_input(module, net))} for net in NETWORKS}
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.check_setup(trainer, pl_module, trainer.datamodule)
+        self.metric_name, self.fidelity = resolve_metric(trainer, self.metric)
+
+    def on_fit_start(self, trainer: Trainer, pl_module) -> None:
+        # The dense reference is taken once, at the very first fit; a resumed run keeps the saved one.
+        if not self.dense:
+            self.dense = dense_weight_counts(pl_module)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
+        # ">=": a run resumed (or extended) past the configured epoch without the event still gets it
+        if not self.done and trainer.current_epoch >= self.event_epoch(trainer.max_epochs):
+            self._factorize(trainer, pl_module)
+
+    # ------------------------------------------------------------------ the event
+    def _factorize(self, trainer: Trainer, module) -> None:
+        before = before_event(trainer, module, self.metric_name, self.fidelity)
+        skip = self._skip(module)
+        plans = {net: plan_ranks(getattr(module, net), example_input(module, net), self.rank_mode, self.rank_value, skip[net]) for net in self.scoped}
+        ranks = {f"{net}.{p.layer}": p.rank for net, ps in plans.items() for p in ps if p.factorize}
+        # Energy ranks come from floating-point sums: rank 0 decides, so every rank builds the same shapes.
+        ranks = trainer.strategy.broadcast(ranks, src=0)
+        self.plan_rows = [p.row(net) for net, ps in plans.items() for p in ps]
+        self.ranks = ranks
+        self.done = True
+        if not ranks:
+            rank_zero_warn(
+                f"lowrank: no layer of {SCOPE[self.network]} gets cheaper at rank_mode {self.rank_mode},"
+                f" rank_value {self.rank_value}; nothing was factorized"
+            )
+        else:
+            factorize_module(module, ranks)
+            # new parameters: new optimizer moments, and under DDP a new wrapper (it also
+            # broadcasts rank 0's factors, so SVD round-off cannot split the ranks)
+            refresh_training_state(trainer)
+        summary = report_event(
+            trainer, module, "lowrank", before, self.report_dense(module), self.metric_name, self.fidelity,
+            self.latency_batch, self.history,
+        )
+        if trainer.is_global_zero:
+            log_table(trainer, "compress/lowrank_layers", PLAN_COLUMNS, self.plan_rows)
+            extra = {"compress/lowrank_factorized": float(len(ranks))}
+            energies = [row[PLAN_COLUMNS.index("energy")] for row in self.plan_rows if row[PLAN_COLUMNS.index("factorize")]]
+            if energies:
+                extra["compress/lowrank_min_energy"] = float(min(energies))
+            for logger in trainer.loggers:
+                logger.log_metrics(extra, step=logging_step(trainer))
+        rank_zero_info(
+            f"lowrank: epoch {trainer.current_epoch}: {len(ranks)} layer(s) factorized ({', '.join(f'{k} r={r}' for k, r in ranks.items()) or 'none'}):"
+            f" generator {summary['compress/g_macs'] / 1e6:.3f}M MACs/sample, {summary['compress/g_params']:.0f} parameters,"
+            f" latency x{summary['compress/speedup']:.2f}, {self.metric_name} {before.metric:.4g} -> {summary[f'compress/{self.metric_name}_after']:.4g}"
+        )
+
+    def report_dense(self, module) -> dict[str, int]:
+        """The dense reference mapped onto the current layers: a factorized layer's dense
+        weight count is split over its two factors in proportion to their sizes, so each
+        factor's row in ``compress/layers`` shows the layer's reduction and the totals (hence
+        ``compress/sparsity``, the share of the dense weights gone) stay those of the dense network."""
+        out: dict[str, int] = {}
+        for key, count in self.dense.items():
+            net, name = key.split(".", 1)
+            layer = name.rsplit(".", 1)[0]
+            try:
+                owner = getattr(module, net).get_submodule(layer)
+            except AttributeError:
+                owner = None
+            if not isinstance(owner, LowRank):
+                out[key] = count
+                continue
+            sizes = [owner[0].weight.numel(), owner[1].weight.numel()]
+            first = round(count * sizes[0] / sum(sizes))
+            out[f"{net}.{layer}.0.weight"] = first
+            out[f"{net}.{layer}.1.weight"] = count - first
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "dense": self.dense, "ranks": self.ranks, "plan_rows": self.plan_rows, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, copy.deepcopy(value))
+
