@@ -21,9 +21,8 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.prune import Prune
 from callbacks.registry import register
-from gan_lightning.compression_report import QualityMetric, before_event, dense_weight_counts, report_event, resolve_metric
+from gan_lightning.compression_report import CompressionCallback, QualityMetric, before_event, report_event
 from gan_lightning.errors import ConfigError
-from gan_lightning.hooks import GANCallback
 from gan_lightning.loggers import log_table, logging_step
 from gan_lightning.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, output_layer, plan_ranks
 from gan_lightning.pruning import example_input, refresh_training_state
@@ -33,7 +32,7 @@ SCOPE = {"generator": "the generator", "discriminator": "the discriminator", "bo
 
 
 @register("lowrank")
-class LowRankFactorization(GANCallback):
+class LowRankFactorization(CompressionCallback):
     """Factorizes layers by truncated SVD at one epoch and logs what it did (``compress/*``).
 
     Args:
@@ -149,17 +148,6 @@ class LowRankFactorization(GANCallback):
         return {net: {output_layer(getattr(module, net), example_input(module, net))} for net in NETWORKS}
 
     # ------------------------------------------------------------------ Lightning hooks
-    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
-        if stage != "fit":
-            return
-        self.check_setup(trainer, pl_module, trainer.datamodule)
-        self.metric_name, self.fidelity = resolve_metric(trainer, self.metric)
-
-    def on_fit_start(self, trainer: Trainer, pl_module) -> None:
-        # The dense reference is taken once, at the very first fit; a resumed run keeps the saved one.
-        if not self.dense:
-            self.dense = dense_weight_counts(pl_module)
-
     def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
         # ">=": a run resumed (or extended) past the configured epoch without the event still gets it
         if not self.done and trainer.current_epoch >= self.event_epoch(trainer.max_epochs):

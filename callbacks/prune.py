@@ -36,15 +36,13 @@ from callbacks.registry import register
 from datamodules.base import stack_samples
 from gan_lightning.compression_report import (
     Before,
+    CompressionCallback,
     QualityMetric,
     before_event,
-    dense_weight_counts,
     measure_quality,
     report_event,
-    resolve_metric,
 )
 from gan_lightning.errors import ConfigError
-from gan_lightning.hooks import GANCallback
 from gan_lightning.loggers import logging_step
 from gan_lightning.importance import NEEDS_DATA, Criterion, unit_scores, weight_importance
 from gan_lightning.pruning import (
@@ -80,7 +78,7 @@ def iterative_fraction(round_index: int, rounds: int, final: float) -> float:
 
 
 @register("prune")
-class Prune(GANCallback):
+class Prune(CompressionCallback):
     """Prunes the GAN on a schedule and logs what each event did (``compress/*``).
 
     Args:
@@ -243,20 +241,14 @@ class Prune(GANCallback):
         return polynomial_sparsity(self.event_steps()[event], self.start_step, self.end_step, final)
 
     # ------------------------------------------------------------------ Lightning hooks
-    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
-        if stage != "fit":
-            return
-        self.check_setup(trainer, pl_module, trainer.datamodule)
-        self.metric_name, self.fidelity = resolve_metric(trainer, self.metric)
+    def on_dense_reference(self, module) -> None:
+        self.original_z = module.z_dim
+        for net in self.scoped:
+            for group in prunable_groups(module, net, set()):
+                self.original_units[f"{net}.{group.producer}"] = group.units
 
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
-        # Dense references are taken once, at the very first fit; a resumed run keeps the saved ones.
-        if not self.dense:
-            self.dense = dense_weight_counts(pl_module)
-            self.original_z = pl_module.z_dim
-            for net in self.scoped:
-                for group in prunable_groups(pl_module, net, set()):
-                    self.original_units[f"{net}.{group.producer}"] = group.units
+        super().on_fit_start(trainer, pl_module)
         self._skip = set(self.skip_layers) if self.skip_layers is not None else self._output_layers(pl_module)
 
     def on_train_start(self, trainer: Trainer, pl_module) -> None:

@@ -19,6 +19,7 @@ from pytorch_lightning import Trainer
 
 from datamodules.base import stack_samples
 from gan_lightning.evaluation import FidelityEvaluation, evaluate_generator
+from gan_lightning.hooks import GANCallback
 from gan_lightning.loggers import log_table, logging_step
 from gan_lightning.metrics import sliced_wasserstein
 from gan_lightning.pruning import example_input
@@ -30,6 +31,33 @@ EVENT_COLUMNS = [
     "event", "epoch", "step", "g_sparsity", "d_sparsity", "g_params", "g_macs", "d_params", "d_macs",
     "latency_ms_before", "latency_ms_after", "speedup", "metric", "metric_before", "metric_after",
 ]
+
+
+class CompressionCallback(GANCallback):
+    """What every compression callback shares: its ``check_setup(trainer, module, datamodule)``
+    runs before training (the CLI calls it before any run folder exists, ``setup`` again for
+    Python users), the quality metric is resolved once, and the dense reference is taken at the
+    very first fit only (a resumed run keeps the saved one, in the subclass's state_dict)."""
+
+    metric: QualityMetric = "auto"
+    dense: dict[str, int]
+
+    def check_setup(self, trainer: Trainer, module, datamodule) -> None:
+        """Refuse settings that cannot work with this model and trainer (subclasses extend this)."""
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.check_setup(trainer, pl_module, trainer.datamodule)
+        self.metric_name, self.fidelity = resolve_metric(trainer, self.metric)
+
+    def on_fit_start(self, trainer: Trainer, pl_module) -> None:
+        if not self.dense:
+            self.dense = dense_weight_counts(pl_module)
+            self.on_dense_reference(pl_module)
+
+    def on_dense_reference(self, module) -> None:
+        """Called once, when the dense reference is taken: record other dense-network facts."""
 
 
 def dense_weight_counts(module) -> dict[str, int]:

@@ -18,28 +18,17 @@ Both networks are put in eval mode while scoring, so BatchNorm statistics are no
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from gan_lightning.profiling import evaluating
+
 Criterion = Literal["l1", "l2", "gradient", "taylor", "fisher", "obd"]
 CRITERIA: tuple[str, ...] = ("l1", "l2", "gradient", "taylor", "fisher", "obd")
 NEEDS_DATA = ("gradient", "taylor", "fisher", "obd")
-
-
-@contextmanager
-def _eval(*networks: nn.Module) -> Iterator[None]:
-    modes = [n.training for n in networks]
-    for n in networks:
-        n.eval()
-    try:
-        yield
-    finally:
-        for n, m in zip(networks, modes):
-            n.train(m)
 
 
 def _network_loss(module, network: str, real: torch.Tensor, z: torch.Tensor, params=None) -> torch.Tensor:
@@ -77,7 +66,7 @@ def weight_importance(
     gen = torch.Generator().manual_seed(seed)
     latents = [torch.randn(len(b), module.z_dim, generator=gen).to(b.device) for b in batches]
     scores = {w: torch.zeros_like(params[w], dtype=torch.float32) for w in weights}
-    with _eval(module.generator, module.discriminator), torch.enable_grad():
+    with evaluating(module.generator, module.discriminator), torch.enable_grad():
         for real, z in zip(batches, latents):
             if criterion == "fisher":
                 for w, s in _per_sample_sq_grads(module, network, net, weights, real, z).items():

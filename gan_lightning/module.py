@@ -18,6 +18,7 @@ from gan_lightning.hooks import callbacks_with_hook
 from gan_lightning.losses import LossName, get_loss, gradient_penalty, r1_penalty
 from gan_lightning.lowrank import factorize_module
 from gan_lightning.metrics import sliced_wasserstein
+from gan_lightning.profiling import evaluating
 from gan_lightning.pruning import example_input, networks_of
 from gan_lightning.surgery import INPUT_KEY, apply_structure
 
@@ -117,12 +118,8 @@ class GANModule(pl.LightningModule):
         """``n`` samples from the sampling generator in eval mode, ``chunk`` at a time to bound
         memory; the same seed gives the same latents."""
         g = self.sampling_generator
-        was_training = g.training
-        g.eval()
-        try:
+        with evaluating(g):
             return torch.cat([g(z).float() for z in self.sample_z(n, seed).split(chunk)])
-        finally:
-            g.train(was_training)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.sampling_generator(z)

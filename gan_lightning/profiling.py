@@ -9,12 +9,40 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+@contextmanager
+def evaluating(*networks: nn.Module) -> Iterator[None]:
+    """Eval mode inside (BatchNorm statistics neither used from the batch nor updated), each
+    network's own mode restored after."""
+    modes = [n.training for n in networks]
+    for n in networks:
+        n.eval()
+    try:
+        yield
+    finally:
+        for n, mode in zip(networks, modes):
+            n.train(mode)
+
+
+@torch.no_grad()
+def forward_with_hooks(network: nn.Module, example: torch.Tensor, modules: Iterable[nn.Module], hook: Callable) -> None:
+    """One eval-mode forward pass of ``network`` with ``hook`` as a forward hook on ``modules``."""
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with evaluating(network):
+            network(example)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
@@ -80,15 +108,7 @@ def network_cost(network: nn.Module, example: torch.Tensor) -> NetworkCost:
         prev.macs += layer_macs(module, inputs[0], output)  # a module called twice costs twice
         cost.layers[name] = prev
 
-    handles = [m.register_forward_hook(hook) for m in network.modules() if isinstance(m, COUNTED)]
-    was_training = network.training
-    network.eval()
-    try:
-        network(example)
-    finally:
-        network.train(was_training)
-        for h in handles:
-            h.remove()
+    forward_with_hooks(network, example, [m for m in network.modules() if isinstance(m, COUNTED)], hook)
     cost.params, cost.nonzero = count_params(network)
     return cost
 
@@ -99,10 +119,8 @@ def measure_latency_ms(network: nn.Module, example: torch.Tensor, repeats: int =
 
     Medians resist the noise of a shared machine; CUDA work is synchronized before each clock read.
     """
-    was_training = network.training
-    network.eval()
     sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
-    try:
+    with evaluating(network):
         for _ in range(warmup):
             network(example)
         times = []
@@ -112,8 +130,6 @@ def measure_latency_ms(network: nn.Module, example: torch.Tensor, repeats: int =
             network(example)
             sync()
             times.append(time.perf_counter() - start)
-    finally:
-        network.train(was_training)
     return 1000.0 * statistics.median(times)
 
 

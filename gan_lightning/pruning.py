@@ -17,6 +17,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
+from gan_lightning.profiling import evaluating
 from gan_lightning.surgery import INPUT_KEY, ChannelGroup, compose_keep, remove_inputs, remove_units, trace
 
 Ranking = Literal["layerwise", "global"]
@@ -84,13 +85,8 @@ def example_input(module, network: str) -> torch.Tensor:
     z = torch.zeros(2, module.z_dim, device=module.device)
     if network == "generator":
         return z
-    g = module.generator
-    was_training = g.training
-    g.eval()
-    with torch.no_grad():
-        x = g(z)
-    g.train(was_training)
-    return x
+    with evaluating(module.generator), torch.no_grad():
+        return module.generator(z)
 
 
 def networks_of(module, network: str) -> list[nn.Module]:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.profiling import forward_with_hooks
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
@@ -89,15 +90,7 @@ def trace(network: nn.Module, example: torch.Tensor) -> NetworkGraph:
             )
         if isinstance(m, nn.modules.conv._ConvNd) and m.groups != 1:
             raise ConfigError(f"structured pruning cannot handle grouped convolution {names[m]!r}; use --prune.granularity unstructured")
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = network.training
-    network.eval()
-    try:
-        network(example)
-    finally:
-        network.train(was_training)
-        for h in handles:
-            h.remove()
+    forward_with_hooks(network, example, leaves, hook)
     seen = [c[0] for c in calls]
     if len(set(seen)) != len(seen):
         raise ConfigError(f"structured pruning needs each layer of {type(network).__name__} to run once per forward pass")
