@@ -44,7 +44,7 @@ from gan_lightning.compression_report import (
 )
 from gan_lightning.errors import ConfigError
 from gan_lightning.loggers import logging_step
-from gan_lightning.importance import NEEDS_DATA, Criterion, unit_scores, weight_importance
+from gan_lightning.importance import NEEDS_DATA, Criterion, magnitude_unit_scores, unit_scores, weight_importance
 from gan_lightning.pruning import (
     Ranking,
     cut_units,
@@ -363,12 +363,16 @@ class Prune(CompressionCallback):
                 decision["masks"].update({f"{net}.{k}": v.cpu() for k, v in masks.items()})
             elif target > 0:
                 groups = prunable_groups(module, net, self._skip)
-                modules = dict(getattr(module, net).named_modules())
-                scores = self._scores(trainer, module, net, [f"{g.producer}.weight" for g in groups], batches, event)
-                units = {
-                    g.producer: unit_scores(scores[f"{g.producer}.weight"], out_dim(modules[g.producer]), g.unit_size, self.criterion)
-                    for g in groups
-                }
+                network = getattr(module, net)
+                if self.criterion in ("l1", "l2"):  # no data: the same on every rank, whose weights DDP keeps equal
+                    units = {g.producer: magnitude_unit_scores(network, g, self.criterion) for g in groups}
+                else:
+                    modules = dict(network.named_modules())
+                    scores = self._scores(trainer, module, net, [f"{g.producer}.weight" for g in groups], batches, event)
+                    units = {
+                        g.producer: unit_scores(scores[f"{g.producer}.weight"], out_dim(modules[g.producer]), g.unit_size, self.criterion)
+                        for g in groups
+                    }
                 original = {g.producer: self.original_units[f"{net}.{g.producer}"] for g in groups}
                 decision["keep"][net] = units_to_keep(units, original, target, self.ranking)
             if net == "generator" and self.latent_amount > 0:

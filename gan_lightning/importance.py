@@ -1,7 +1,9 @@
 """How much each weight matters: the importance criteria of the prune callback.
 
 Every criterion gives one non-negative score per weight element; structured pruning sums
-them over a unit's weights (the root of the sum for ``l2``, which makes it the unit's L2 norm).
+them over a unit's weights (the root of the sum for ``l2``, which makes it the unit's L2 norm),
+except that ``l1``/``l2`` score a unit followed by BatchNorm/GroupNorm by the norm's scale
+(see :func:`magnitude_unit_scores`).
 
 - ``l1`` / ``l2``: weight magnitude |w| / w^2 (no data needed).
 - ``gradient``: sensitivity, the mean over calibration batches of |dL/dw|.
@@ -108,6 +110,25 @@ def _hutchinson_diagonal(targets, grads, probes: int, gen: torch.Generator) -> d
         for i, (v, hv) in enumerate(zip(vs, hvs)):
             diag[i] += (v * hv).detach().float() / probes
     return diag
+
+
+def magnitude_unit_scores(network: nn.Module, group, criterion: Criterion) -> torch.Tensor:
+    """``l1``/``l2`` score of each unit of a channel group (see gan_lightning.surgery).
+
+    A BatchNorm/GroupNorm right after the producer normalizes its output, cancelling the scale
+    of the producer's weights: there the norm's own scale |gamma| says how much a unit
+    contributes (network slimming, Liu et al. 2017). Ranking by the producer's weights instead
+    keeps arbitrary channels, and a DCGAN generator pruned that way does not recover.
+    Without an affine norm it is the producer weights' norm."""
+    modules = dict(network.named_modules())
+    affine = [modules[n].weight for n in group.norms if getattr(modules[n], "weight", None) is not None]
+    if affine:
+        gamma = affine[-1].detach().float()
+        return unit_scores(gamma.abs() if criterion == "l1" else gamma.pow(2), 0, group.unit_size, criterion)
+    producer = modules[group.producer]
+    weight = producer.weight.detach().float()
+    dim = 1 if isinstance(producer, nn.modules.conv._ConvTransposeNd) else 0
+    return unit_scores(weight.abs() if criterion == "l1" else weight.pow(2), dim, group.unit_size, criterion)
 
 
 def unit_scores(score: torch.Tensor, dim: int, unit_size: int, criterion: Criterion) -> torch.Tensor:

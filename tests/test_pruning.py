@@ -10,7 +10,7 @@ from torch import nn
 
 from callbacks.prune import _zero_units, iterative_fraction, polynomial_sparsity
 from gan_lightning.errors import ConfigError
-from gan_lightning.importance import unit_scores, weight_importance
+from gan_lightning.importance import magnitude_unit_scores, unit_scores, weight_importance
 from gan_lightning.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from gan_lightning.profiling import network_cost
@@ -222,3 +222,20 @@ def test_batchnorm_recalibration_matches_the_statistics_of_the_cut_generator():
     assert torch.allclose(g.stem[1].running_mean, pre_bn.mean(0), atol=0.05)
     assert torch.allclose(g.stem[1].running_var, pre_bn.var(0), rtol=0.1)
     assert g.stem[1].momentum == 0.1  # restored
+
+
+def test_magnitude_ranks_units_behind_batchnorm_by_its_scale_not_by_the_cancelled_weights():
+    torch.manual_seed(0)
+    g = DCGANGenerator(z_dim=4, image_size=16, width=4)
+    graph = trace(g, torch.zeros(2, 4))
+    block = graph.groups[1]  # blocks.0 -> BatchNorm2d blocks.1
+    with torch.no_grad():
+        g.blocks[0].weight[:, 0] *= 100.0  # huge weights, silenced by gamma ~ 0
+        g.blocks[1].weight.copy_(torch.tensor([1e-3, 1.0, 2.0, 3.0]))
+    scores = magnitude_unit_scores(g, block, "l1")
+    assert scores.argmin() == 0 and torch.allclose(scores, torch.tensor([1e-3, 1.0, 2.0, 3.0]))
+    stem = magnitude_unit_scores(g, graph.groups[0], "l2")  # 16 BatchNorm1d features per feature map
+    assert torch.allclose(stem, g.stem[1].weight.detach().pow(2).view(-1, 16).sum(1).sqrt())
+    mlp = MLPGenerator(4, (6,), (2,), "none")  # no norm: the producer's weight norm
+    first = trace(mlp, torch.zeros(2, 4)).groups[0]
+    assert torch.allclose(magnitude_unit_scores(mlp, first, "l1"), mlp.net[0].weight.detach().abs().sum(1))
