@@ -334,3 +334,9 @@ class GANModule(pl.LightningModule):
         problem = self.checkpoint_mismatch(checkpoint)
         if problem:
             raise CheckpointError(problem)
+        # load_from_checkpoint builds the networks outside LightningCLI, so this model's hparams
+        # lack their class paths; without them a checkpoint saved from it could not be loaded.
+        saved = checkpoint.get("hyper_parameters", {})
+        for key in ("generator", "discriminator", "_instantiator"):
+            if key in saved and key not in self.hparams:
+                self.hparams[key] = saved[key]

@@ -107,3 +107,20 @@ def test_a_short_fit_learns_the_digits(tmp_path, seeded):
     after = sliced_wasserstein(real, module.generate(len(real), seed=1)).item()
     assert after < 0.5 * before, (before, after)
     assert trainer.callback_metrics["val/swd"].item() < before
+
+
+def test_a_checkpoint_saved_from_a_loaded_model_loads_again(tmp_path):
+    """Fine-tuning in Python from a train.py checkpoint, then saving: the new file must still
+    know how to build the networks."""
+    from gan_lightning.cli import GANLightningCLI
+    from gan_lightning.module import GANModule
+    from tests.helpers import REPO
+
+    GANLightningCLI(args=["fit", "--config", str(REPO / "tests" / "tiny.yaml"), "--trainer.logger", "CSVLogger",
+                          "--trainer.logger.save_dir", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)])
+    loaded = GANModule.load_from_checkpoint(next(tmp_path.rglob("last.ckpt")), map_location="cpu")
+    trainer = make_trainer(tmp_path / "again", limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(loaded, tiny_digits())
+    trainer.save_checkpoint(tmp_path / "again.ckpt")
+    again = GANModule.load_from_checkpoint(tmp_path / "again.ckpt", map_location="cpu")
+    assert torch.equal(again.generate(4, seed=1), loaded.cpu().generate(4, seed=1))
