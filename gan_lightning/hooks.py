@@ -15,6 +15,7 @@ Order inside one training batch::
     g_loss = adversarial + sum(generator_loss_terms(z, fake).values())
     generator step
     on_generator_step_end()
+    EMA update (if on), from the generator as the hooks left it
 """
 
 from __future__ import annotations

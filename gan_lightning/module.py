@@ -200,9 +200,10 @@ class GANModule(pl.LightningModule):
         self.manual_backward(g_loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
-        self._update_ema()
         for cb in callbacks_with_hook(self.trainer, "on_generator_step_end"):
             cb.on_generator_step_end(self.trainer, self)
+        # after the hooks, so that the average follows the generator as they left it (clipped, masked)
+        self._update_ema()
 
         # Every self.log call costs about a millisecond, several percent of a small GAN's step,
         # so parts equal to their total are not logged again.
