@@ -331,7 +331,7 @@ class Prune(CompressionCallback):
             if not getattr(cb, "monitor", None):
                 continue
             if cb.best_model_path:
-                rank_zero_info(f"prune: the best checkpoint so far ({cb.best_model_path}) predates pruning; it is kept, and best-* now tracks the pruned model")
+                rank_zero_info(f"prune: the best checkpoint so far ({cb.best_model_path}) predates the final pruning event; it is kept, and best-* now tracks the pruned model")
             cb.best_k_models, cb.kth_best_model_path, cb.best_model_path = {}, "", ""
             cb.best_model_score, cb.kth_value = None, torch.tensor(torch.inf if cb.mode == "min" else -torch.inf)
 
