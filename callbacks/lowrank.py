@@ -52,6 +52,8 @@ class LowRankFactorization(CompressionCallback):
         latency_batch: batch size of the generator latency measurement.
     """
 
+    option_group = "lowrank"
+
     def __init__(
         self,
         network: Literal["generator", "discriminator", "both"] = "generator",
@@ -93,6 +95,7 @@ class LowRankFactorization(CompressionCallback):
     # ------------------------------------------------------------------ checks
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
+        super().check_setup(trainer, module, datamodule)
         candidates = {net: candidate_layers(getattr(module, net), example_input(module, net)) for net in NETWORKS}
         names = {f"{net}.{n}" for net, layers in candidates.items() for n in layers}
         names |= {f"{net}.{n}" for net in NETWORKS for n, m in getattr(module, net).named_modules() if isinstance(m, LowRank)}

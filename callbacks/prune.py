@@ -117,6 +117,8 @@ class Prune(CompressionCallback):
         seed: seed of the calibration subset and latents.
     """
 
+    option_group = "prune"
+
     def __init__(
         self,
         generator_amount: float = 0.5,
@@ -199,6 +201,7 @@ class Prune(CompressionCallback):
 
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
+        super().check_setup(trainer, module, datamodule)
         names = {f"{net}.{n}" for net in NETWORKS for n, m in getattr(module, net).named_modules() if isinstance(m, WEIGHTED)}
         if self.skip_layers is not None:
             unknown = [n for n in self.skip_layers if n not in names]

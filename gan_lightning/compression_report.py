@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning import Trainer
 
 from datamodules.base import stack_samples
+from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import FidelityEvaluation, evaluate_generator
 from gan_lightning.hooks import GANCallback
 from gan_lightning.loggers import log_table, logging_step
@@ -39,17 +40,19 @@ class CompressionCallback(GANCallback):
     Python users), the quality metric is resolved once, and the dense reference is taken at the
     very first fit only (a resumed run keeps the saved one, in the subclass's state_dict)."""
 
+    option_group: str  # the callback's registered name, for messages such as --prune.metric
     metric: QualityMetric = "auto"
     dense: dict[str, int]
 
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse settings that cannot work with this model and trainer (subclasses extend this)."""
+        resolve_metric(trainer, self.metric, self.option_group)
 
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
         self.check_setup(trainer, pl_module, trainer.datamodule)
-        self.metric_name, self.fidelity = resolve_metric(trainer, self.metric)
+        self.metric_name, self.fidelity = resolve_metric(trainer, self.metric, self.option_group)
 
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         if not self.dense:
@@ -65,10 +68,15 @@ def dense_weight_counts(module) -> dict[str, int]:
     return {f"{net}.{name}": p.numel() for net in ("generator", "discriminator") for name, p in getattr(module, net).named_parameters() if name.endswith("weight") and p.dim() > 1}
 
 
-def resolve_metric(trainer: Trainer, metric: QualityMetric) -> tuple[str, Optional[FidelityEvaluation]]:
+def resolve_metric(trainer: Trainer, metric: QualityMetric, option_group: str) -> tuple[str, Optional[FidelityEvaluation]]:
     """``auto`` is FID when the run measures FID (``--metrics.features`` not none), else SWD."""
     fidelity = next((cb for cb in trainer.callbacks if isinstance(cb, FidelityEvaluation)), None)
     usable = fidelity is not None and fidelity.every_n_epochs > 0 and fidelity.features != "none"
+    if metric == "fid" and not usable:
+        raise ConfigError(
+            f"--{option_group}.metric fid needs the run to measure FID (--metrics.every_n_epochs >= 1 and --metrics.features"
+            f" domain or inception); use --{option_group}.metric auto, swd or none"
+        )
     if metric == "auto":
         metric = "fid" if usable else "swd"
     return metric, fidelity if usable else None

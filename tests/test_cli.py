@@ -63,6 +63,8 @@ def test_help_lists_the_callback_names(capsys):
         (["--callbacks", "prune", "--prune.skip_layers", "[generator.nope]"], "--prune.skip_layers names unknown layer(s) generator.nope; prunable layers: discriminator.net.0,"),
         (["--callbacks", "prune", "--prune.start_epoch", "3"], "--prune schedule oneshot prunes at epoch 3 but training ends after epoch 0 (--trainer.max_epochs)"),
         (["--callbacks", "prune"], "--prune.start_epoch has no default without --trainer.max_epochs >= 2: set it"),
+        (["--callbacks", "prune", "--prune.start_epoch", "0", "--prune.metric", "fid", "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "val/swd"],
+         "--prune.metric fid needs the run to measure FID (--metrics.every_n_epochs >= 1 and --metrics.features domain or inception)"),
         (["--callbacks", "prune", "--prune.schedule", "gradual", "--prune.end_step", "0"], "--prune.schedule gradual needs 0 <= --prune.start_step < --prune.end_step"),
     ],
 )
