@@ -109,6 +109,11 @@ def cut_units(module, network: str, keep: dict[str, torch.Tensor], keep_inputs: 
                 remove_units(net, group, keep[group.producer])
         if keep_inputs is not None and len(keep_inputs) < graph.input_features:
             remove_inputs(net, graph, keep_inputs)
+        probe = example[:, : graph.input_features] if network == "generator" else example  # z may have shrunk
+        after = {g.producer: g.units for g in trace(net, probe).groups}
+        missed = [p for p, idx in keep.items() if after.get(p) != len(idx)]
+        if missed:  # where other tools silently skip a layer, this one stops
+            raise RuntimeError(f"structured pruning did not shrink {network} layer(s) {', '.join(missed)} to the chosen units")
     for producer, idx in keep.items():
         record[producer] = compose_keep(record.get(producer), idx)
     if keep_inputs is not None:

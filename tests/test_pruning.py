@@ -239,3 +239,14 @@ def test_magnitude_ranks_units_behind_batchnorm_by_its_scale_not_by_the_cancelle
     mlp = MLPGenerator(4, (6,), (2,), "none")  # no norm: the producer's weight norm
     first = trace(mlp, torch.zeros(2, 4)).groups[0]
     assert torch.allclose(magnitude_unit_scores(mlp, first, "l1"), mlp.net[0].weight.detach().abs().sum(1))
+
+
+def test_a_layer_left_unshrunk_stops_the_cut_instead_of_passing_silently(monkeypatch):
+    import gan_lightning.pruning as pruning
+
+    real = pruning.remove_units
+    monkeypatch.setattr(pruning, "remove_units", lambda net, group, keep: None if group.producer == "blocks.0" else real(net, group, keep))
+    module = GANModule(DCGANGenerator(z_dim=4, image_size=16, width=4), DCGANDiscriminator(image_size=16, width=4))
+    keep = _drop_every_other(module, "generator")
+    with pytest.raises(RuntimeError, match="did not shrink generator layer\\(s\\) blocks.0"):
+        cut_units(module, "generator", keep)
