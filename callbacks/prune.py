@@ -453,10 +453,12 @@ class Prune(CompressionCallback):
             return
         for net in networks_of(module, network):
             params = dict(net.named_parameters())
-            for key, mask in self.masks.items():
+            for key, mask in list(self.masks.items()):
                 if key.startswith(network + "."):
                     p = params[key[len(network) + 1 :]]
-                    p.mul_(mask.to(p.device, p.dtype))
+                    if mask.device != p.device:  # moved once (decided and restored on CPU), not every step
+                        mask = self.masks[key] = mask.to(p.device)
+                    p.mul_(mask)
 
     # ------------------------------------------------------------------ dynamic schedule
     def _try_step(self, trainer: Trainer, module) -> None:
