@@ -86,3 +86,22 @@ def _parse_wandb_file(path: Path) -> list:
             record.ParseFromString(pending)
             records.append(record)
     return records
+
+
+def train_py_ddp(tmp_path: Path, *args: str) -> tuple[dict, dict]:
+    """Run ``train.py`` as 2 DDP processes on CPU, as a user would (the launcher re-executes
+    the script), and return what each rank's probe saved as ``<tmp_path>/ranks/rank{0,1}.pt``;
+    ``args`` must attach such a probe with ``--trainer.callbacks.out_dir <tmp_path>/ranks``."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    cmd = [sys.executable, str(REPO / "train.py"), "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("MASTER_PORT", None)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    return r0, r1

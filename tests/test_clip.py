@@ -3,9 +3,6 @@ the saturation metric and its warning, bad input, the preset, DDP and bf16-mixed
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import warnings
 from types import SimpleNamespace
 
@@ -20,7 +17,7 @@ from gan_lightning.cli import GANLightningCLI
 from gan_lightning.hooks import GANCallback
 from gan_lightning.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
-from tests.helpers import REPO, make_trainer, tiny_digits, tiny_module
+from tests.helpers import REPO, make_trainer, tiny_digits, tiny_module, train_py_ddp
 from train import main
 
 TINY = str(REPO / "tests" / "tiny.yaml")
@@ -255,20 +252,14 @@ def test_wgan_clip_preset_switches_clipping_on_from_yaml(tmp_path):
 def test_ddp_two_processes_clip_to_identical_weights(tmp_path):
     c, dump = C, tmp_path / "ranks"
     cmd = [
-        sys.executable, str(REPO / "train.py"),
         "--config", TINY,
-        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
         "--model.loss", "wasserstein", "--model.optimizer", "rmsprop", "--model.lr_d", "0.01", "--model.n_critic", "2",
         "--callbacks", "clip", "--clip.clip_value", str(c),
         "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "val/swd",
         "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
         "--trainer.callbacks+=tests.probes.ClipDump", "--trainer.callbacks.out_dir", str(dump),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("MASTER_PORT", None)
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1 = train_py_ddp(tmp_path, *cmd)
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["clip_callbacks"] == ["WeightClipping"]
     assert len(r0["d_max_abs"]) == 3 and all(m == pytest.approx(c) and m <= c for m in r0["d_max_abs"] + r1["d_max_abs"])

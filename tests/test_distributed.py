@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import torch
 
 from gan_lightning.hooks import GANCallback
-from tests.helpers import REPO, make_trainer, tiny_digits, tiny_module
+from tests.helpers import REPO, make_trainer, tiny_digits, tiny_module, train_py_ddp
 
 
 def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
@@ -17,9 +14,7 @@ def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
     launcher re-executes the script), with the generator step's unused D parameters."""
     dump = tmp_path / "ranks"
     cmd = [
-        sys.executable, str(REPO / "train.py"),
         "--config", str(REPO / "tests" / "tiny.yaml"),
-        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
         "--trainer.max_epochs", "2",
         # the harder step: several critic steps, an R1 penalty (double backward) and a GAN-hook callback
         "--model.n_critic", "2", "--model.r1_weight", "1.0", "--model.discriminator.init_args.norm", "none",
@@ -27,11 +22,7 @@ def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
         "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
         "--trainer.callbacks+=tests.probes.RankDump", "--trainer.callbacks.out_dir", str(dump),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("MASTER_PORT", None)
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1 = train_py_ddp(tmp_path, *cmd)
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["first_batch"] != r1["first_batch"]  # each rank trained on its own shard...
     assert r0["global_step"] == r1["global_step"] == 2 * 3 * (2 + 1)

@@ -30,7 +30,7 @@ from gan_lightning.lowrank import (
 )
 from gan_lightning.profiling import network_cost
 from gan_lightning.pruning import cut_units
-from tests.helpers import REPO, tiny_module
+from tests.helpers import REPO, tiny_module, train_py_ddp
 from train import main
 
 TINY = str(REPO / "tests" / "tiny.yaml")
@@ -280,17 +280,12 @@ class RankState(Callback):
 def test_ddp_two_processes_factorize_identically_and_keep_training_in_step(tmp_path):
     dump = tmp_path / "ranks"
     cmd = [
-        sys.executable, str(REPO / "train.py"), *_tiny_args(tmp_path), "--trainer.accelerator", "cpu",
-        "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "2",
+        *_tiny_args(tmp_path), "--trainer.max_epochs", "2",
         "--callbacks", "lowrank", "--lowrank.epoch", "1", "--lowrank.network", "both",
         "--lowrank.rank_mode", "energy", "--lowrank.rank_value", "0.6", "--lowrank.metric", "swd",
         "--trainer.callbacks+=tests.test_lowrank.RankState", "--trainer.callbacks.out_dir", str(dump),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("MASTER_PORT", None)
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1 = train_py_ddp(tmp_path, *cmd)
     assert r0["world_size"] == 2 and r0["lowrank"] == r1["lowrank"]
     assert set(r0["lowrank"]) == {"generator.stem.0", "discriminator.net.0"}
     # the re-wrapped DDP kept averaging gradients over the new factors: identical weights

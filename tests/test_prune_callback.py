@@ -23,7 +23,7 @@ from gan_lightning.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 from gan_lightning.profiling import network_cost
 from gan_lightning.pruning import example_input
-from tests.helpers import REPO, make_trainer
+from tests.helpers import REPO, make_trainer, train_py_ddp
 
 TINY = str(REPO / "tests" / "tiny.yaml")
 
@@ -271,15 +271,11 @@ def test_best_checkpoint_tracks_the_pruned_model_and_the_dense_best_stays_on_dis
 def test_ddp_ranks_hold_identical_pruned_networks(tmp_path):
     dump = tmp_path / "ranks"
     cmd = [
-        sys.executable, str(REPO / "train.py"), *cli_args(tmp_path, "--trainer.devices", "2", "--trainer.strategy", "ddp")[1:],
+        *cli_args(tmp_path)[1:],
         "--trainer.max_epochs", "2", "--prune.start_epoch", "1", "--prune.criterion", "taylor",
         "--prune.discriminator_amount", "0.5", "--trainer.callbacks+=tests.probes.RankDump", "--trainer.callbacks.out_dir", str(dump),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("MASTER_PORT", None)
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1 = train_py_ddp(tmp_path, *cmd)
     assert r0["first_batch"] != r1["first_batch"]  # different shards, hence different scores per rank
     assert r0["params"]["generator.stem.0.weight"].shape[0] == 2 * 16  # 4 maps -> 2
     assert r0["params"]["discriminator.net.0.weight"].shape[0] == 2
