@@ -24,7 +24,8 @@ from callbacks.registry import register
 from gan_lightning.compression_report import CompressionCallback, QualityMetric, before_event, report_event
 from gan_lightning.errors import ConfigError
 from gan_lightning.loggers import log_table, logging_step
-from gan_lightning.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, output_layer, plan_ranks
+from gan_lightning.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, plan_ranks
+from gan_lightning.profiling import output_layer
 from gan_lightning.pruning import example_input, refresh_training_state
 
 NETWORKS = ("generator", "discriminator")

@@ -45,6 +45,7 @@ from gan_lightning.compression_report import (
 from gan_lightning.errors import ConfigError
 from gan_lightning.loggers import logging_step
 from gan_lightning.importance import NEEDS_DATA, Criterion, magnitude_unit_scores, unit_scores, weight_importance
+from gan_lightning.profiling import output_layer
 from gan_lightning.pruning import (
     Ranking,
     cut_units,
@@ -252,7 +253,10 @@ class Prune(CompressionCallback):
 
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         super().on_fit_start(trainer, pl_module)
-        self._skip = set(self.skip_layers) if self.skip_layers is not None else self._output_layers(pl_module)
+        if self.skip_layers is not None:
+            self._skip = set(self.skip_layers)
+        else:
+            self._skip = {f"{net}.{output_layer(getattr(pl_module, net), example_input(pl_module, net))}" for net in NETWORKS}
 
     def on_train_start(self, trainer: Trainer, pl_module) -> None:
         # the number of batches per epoch is only known once the training data is loaded
@@ -261,10 +265,6 @@ class Prune(CompressionCallback):
             total = min(total, trainer.max_steps // (pl_module.hparams.n_critic + 1))
         if self.schedule == "gradual" and self.end_step > total:
             raise ConfigError(f"--prune.end_step {self.end_step} is after training ends ({total} batches): lower it or train longer")
-
-    @staticmethod
-    def _output_layers(module) -> set[str]:
-        return {f"{net}.{trace(getattr(module, net), example_input(module, net)).layers[-1]}" for net in NETWORKS}
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
         epoch = trainer.current_epoch

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from torch import nn
@@ -215,12 +215,6 @@ def candidate_layers(network: nn.Module, example: torch.Tensor) -> dict[str, int
     modules = dict(network.named_modules())
     inside = {f"{name}.{child}" for name, m in modules.items() if isinstance(m, LowRank) for child in ("0", "1")}
     return {name: c.macs for name, c in cost.layers.items() if name not in inside and is_factorizable(modules[name])}
-
-
-def output_layer(network: nn.Module, example: torch.Tensor) -> Optional[str]:
-    """The last weighted layer the forward pass runs (the default of ``skip_layers``)."""
-    layers = list(network_cost(network, example).layers)
-    return layers[-1] if layers else None
 
 
 def plan_ranks(network: nn.Module, example: torch.Tensor, mode: RankMode, value: float, skip: set[str]) -> list[LayerPlan]:

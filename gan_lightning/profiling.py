@@ -11,7 +11,7 @@ import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -141,3 +141,10 @@ def interleaved_latency_ms(networks: dict[str, nn.Module], example: torch.Tensor
         for key, net in networks.items():
             samples[key].append(measure_latency_ms(net, example, repeats=repeats, warmup=2))
     return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def output_layer(network: nn.Module, example: torch.Tensor) -> Optional[str]:
+    """The last Linear/convolution the forward pass runs: the output layer that compression
+    callbacks leave alone by default."""
+    layers = list(network_cost(network, example).layers)
+    return layers[-1] if layers else None
