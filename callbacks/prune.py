@@ -49,6 +49,7 @@ from gan_lightning.profiling import output_layer
 from gan_lightning.pruning import (
     Ranking,
     cut_units,
+    load_matching,
     example_input,
     networks_of,
     prunable_groups,
@@ -56,6 +57,7 @@ from gan_lightning.pruning import (
     refresh_training_state,
     unstructured_masks,
     units_to_keep,
+    zero_units,
 )
 from gan_lightning.surgery import WEIGHTED, out_dim, trace
 
@@ -409,7 +411,7 @@ class Prune(CompressionCallback):
                 cut_units(module, net, keep, decision["inputs"] if net == "generator" else None)
                 cut = True
             else:
-                _zero_units(module, net, keep, decision["inputs"] if net == "generator" else None)
+                zero_units(module, net, keep, decision["inputs"] if net == "generator" else None)
         if decision["inputs"] is not None and "generator" not in decision["keep"] and physical:
             cut_units(module, "generator", {}, decision["inputs"])
             cut = True
@@ -426,7 +428,7 @@ class Prune(CompressionCallback):
 
     def _after_retrain_mode(self, trainer: Trainer, module) -> None:
         if self.rewind_state:
-            _load_matching(module, self.rewind_state, self.scoped)
+            load_matching(module, self.rewind_state, self.scoped)
             self._reapply_all(module)
             refresh_training_state(trainer)  # fresh moments for the rewound weights
         if self.retrain == "network":
@@ -519,44 +521,3 @@ class Prune(CompressionCallback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, copy.deepcopy(value))
-
-
-@torch.no_grad()
-def _zero_units(module, network: str, keep: dict[str, torch.Tensor], inputs: Optional[torch.Tensor]) -> None:
-    """Make removed units output exactly zero (producer rows and bias, norm scale and shift),
-    so the network computes what the physically cut one will, and the cut can wait."""
-    for net in networks_of(module, network):
-        graph = trace(net, example_input(module, network))
-        modules = dict(net.named_modules())
-        for group in graph.groups:
-            if group.producer not in keep:
-                continue
-            dropped = torch.ones(group.units, dtype=torch.bool)
-            dropped[keep[group.producer]] = False
-            rows = dropped.repeat_interleave(group.unit_size)
-            producer = modules[group.producer]
-            producer.weight.index_fill_(out_dim(producer), rows.nonzero().view(-1).to(producer.weight.device), 0.0)
-            for name in ["bias", *[f"{n}.weight" for n in group.norms], *[f"{n}.bias" for n in group.norms]]:
-                owner, attr = (producer, name) if "." not in name else (modules[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1])
-                t = getattr(owner, attr, None)
-                if t is not None:
-                    t[rows.to(t.device)] = 0.0
-        if inputs is not None:
-            first = modules[graph.input_layer]
-            dropped = torch.ones(graph.input_features, dtype=torch.bool)
-            dropped[inputs] = False
-            first.weight[:, dropped.to(first.weight.device)] = 0.0
-
-
-def _load_matching(module, state: dict[str, torch.Tensor], networks: list[str]) -> None:
-    """Copy saved values into the named networks' tensors (the rewind of the lottery-ticket procedure)."""
-    own = module.state_dict()
-    with torch.no_grad():
-        for net in networks:
-            for key, value in state.items():
-                if key.startswith(net + ".") and key in own and own[key].shape == value.shape:
-                    own[key].copy_(value)
-                    if net == "generator" and module.generator_ema is not None:
-                        ema_key = "generator_ema." + key[len("generator.") :]
-                        if ema_key in own:
-                            own[ema_key].copy_(value)

@@ -18,7 +18,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
 from gan_lightning.profiling import evaluating
-from gan_lightning.surgery import INPUT_KEY, ChannelGroup, compose_keep, remove_inputs, remove_units, trace
+from gan_lightning.surgery import INPUT_KEY, ChannelGroup, compose_keep, out_dim, remove_inputs, remove_units, trace
 
 Ranking = Literal["layerwise", "global"]
 
@@ -164,3 +164,44 @@ def refresh_training_state(trainer: Trainer) -> None:
         # no public API re-wraps a model mid-fit; this is what DDPStrategy.configure_ddp does
         strategy.model = strategy._setup_model(strategy.lightning_module)
         strategy._register_ddp_hooks()
+
+
+@torch.no_grad()
+def zero_units(module, network: str, keep: dict[str, torch.Tensor], inputs: Optional[torch.Tensor]) -> None:
+    """Make removed units output exactly zero (producer rows and bias, norm scale and shift),
+    so the network computes what the physically cut one will, and the cut can wait."""
+    for net in networks_of(module, network):
+        graph = trace(net, example_input(module, network))
+        modules = dict(net.named_modules())
+        for group in graph.groups:
+            if group.producer not in keep:
+                continue
+            dropped = torch.ones(group.units, dtype=torch.bool)
+            dropped[keep[group.producer]] = False
+            rows = dropped.repeat_interleave(group.unit_size)
+            producer = modules[group.producer]
+            producer.weight.index_fill_(out_dim(producer), rows.nonzero().view(-1).to(producer.weight.device), 0.0)
+            for name in ["bias", *[f"{n}.weight" for n in group.norms], *[f"{n}.bias" for n in group.norms]]:
+                owner, attr = (producer, name) if "." not in name else (modules[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1])
+                t = getattr(owner, attr, None)
+                if t is not None:
+                    t[rows.to(t.device)] = 0.0
+        if inputs is not None:
+            first = modules[graph.input_layer]
+            dropped = torch.ones(graph.input_features, dtype=torch.bool)
+            dropped[inputs] = False
+            first.weight[:, dropped.to(first.weight.device)] = 0.0
+
+
+def load_matching(module, state: dict[str, torch.Tensor], networks: list[str]) -> None:
+    """Copy saved values into the named networks' tensors (the rewind of the lottery-ticket procedure)."""
+    own = module.state_dict()
+    with torch.no_grad():
+        for net in networks:
+            for key, value in state.items():
+                if key.startswith(net + ".") and key in own and own[key].shape == value.shape:
+                    own[key].copy_(value)
+                    if net == "generator" and module.generator_ema is not None:
+                        ema_key = "generator_ema." + key[len("generator.") :]
+                        if ema_key in own:
+                            own[ema_key].copy_(value)

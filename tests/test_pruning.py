@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.prune import _zero_units, iterative_fraction, polynomial_sparsity
+from callbacks.prune import iterative_fraction, polynomial_sparsity
 from gan_lightning.errors import ConfigError
 from gan_lightning.importance import magnitude_unit_scores, unit_scores, weight_importance
 from gan_lightning.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from gan_lightning.profiling import network_cost
-from gan_lightning.pruning import cut_units, recalibrate_batchnorm, example_input, prunable_groups, unstructured_masks, units_to_keep
+from gan_lightning.pruning import cut_units, recalibrate_batchnorm, zero_units, example_input, prunable_groups, unstructured_masks, units_to_keep
 from gan_lightning.surgery import INPUT_KEY, trace
 from tests.helpers import tiny_module
 
@@ -45,7 +45,7 @@ def test_cut_network_computes_what_the_zeroed_one_does_and_every_layer_shrank(ne
     keep = _drop_every_other(module, network)
     inputs = torch.arange(8, dtype=torch.long)[::3] if network == "generator" else None
     zeroed, cut = copy.deepcopy(module), copy.deepcopy(module)
-    _zero_units(zeroed, network, keep, inputs)
+    zero_units(zeroed, network, keep, inputs)
     cut_units(cut, network, keep, inputs)
     x = torch.randn(5, 8) if network == "generator" else torch.randn(5, 1, 8, 8)
     x_cut = x[:, inputs] if inputs is not None else x
