@@ -21,7 +21,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.prune import Prune
 from callbacks.registry import register
-from gan_lightning.compression_report import CompressionCallback, QualityMetric, before_event, report_event
+from gan_lightning.compression_report import CompressionCallback, QualityMetric, before_event, event_epoch, report_event
 from gan_lightning.errors import ConfigError
 from gan_lightning.loggers import log_table, logging_step
 from gan_lightning.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, plan_ranks
@@ -91,7 +91,7 @@ class LowRankFactorization(CompressionCallback):
         return list(NETWORKS) if self.network == "both" else [self.network]
 
     def event_epoch(self, max_epochs: Optional[int]) -> int:
-        return self.epoch if self.epoch is not None else (max_epochs or 0) // 2
+        return event_epoch(self.epoch, max_epochs, "--lowrank.epoch")
 
     # ------------------------------------------------------------------ checks
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
@@ -107,8 +107,6 @@ class LowRankFactorization(CompressionCallback):
                     f"--lowrank.skip_layers names unknown layer(s) {', '.join(unknown)}; factorizable layers: {', '.join(sorted(names)) or 'none'}"
                 )
         max_epochs = trainer.max_epochs
-        if self.epoch is None and (max_epochs is None or max_epochs < 2):
-            raise ConfigError("--lowrank.epoch has no default without --trainer.max_epochs >= 2: set it")
         epoch = self.event_epoch(max_epochs)
         if max_epochs is not None and max_epochs >= 0 and epoch >= max_epochs:
             raise ConfigError(

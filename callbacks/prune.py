@@ -39,6 +39,7 @@ from gan_lightning.compression_report import (
     CompressionCallback,
     QualityMetric,
     before_event,
+    event_epoch,
     measure_quality,
     report_event,
 )
@@ -215,8 +216,6 @@ class Prune(CompressionCallback):
                 trace(getattr(module, net), example_input(module, net))  # refuses unsupported layers
         if self.schedule != "gradual":
             max_epochs = trainer.max_epochs
-            if self.start_epoch is None and (max_epochs is None or max_epochs < 2):
-                raise ConfigError("--prune.start_epoch has no default without --trainer.max_epochs >= 2: set it")
             last = self.event_epochs(max_epochs)[-1]
             if max_epochs is not None and max_epochs >= 0 and last >= max_epochs:
                 raise ConfigError(
@@ -229,7 +228,7 @@ class Prune(CompressionCallback):
             raise ConfigError(f"--prune.criterion {self.criterion} scores weights on real samples: it needs a gan-lightning datamodule (--data)")
 
     def event_epochs(self, max_epochs: Optional[int]) -> list[int]:
-        start = self.start_epoch if self.start_epoch is not None else (max_epochs or 0) // 2
+        start = event_epoch(self.start_epoch, max_epochs, "--prune.start_epoch")
         count = 1 if self.schedule == "oneshot" else self.rounds
         return [start + i * self.every_n_epochs for i in range(count)]
 

@@ -63,6 +63,16 @@ class CompressionCallback(GANCallback):
         """Called once, when the dense reference is taken: record other dense-network facts."""
 
 
+def event_epoch(configured: Optional[int], max_epochs: Optional[int], flag: str) -> int:
+    """The configured epoch of a compression event, or by default half of ``max_epochs`` so
+    that the second half of training fine-tunes."""
+    if configured is not None:
+        return configured
+    if max_epochs is None or max_epochs < 2:
+        raise ConfigError(f"{flag} has no default without --trainer.max_epochs >= 2: set it")
+    return max_epochs // 2
+
+
 def dense_weight_counts(module) -> dict[str, int]:
     """Weight elements per layer of the untouched networks, the reference every sparsity is measured against."""
     return {f"{net}.{name}": p.numel() for net in ("generator", "discriminator") for name, p in getattr(module, net).named_parameters() if name.endswith("weight") and p.dim() > 1}
