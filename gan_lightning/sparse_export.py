@@ -130,7 +130,7 @@ def generator_spec(module) -> dict[str, Any]:
         return {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
     raise ConfigError(
         "the module's hyper-parameters hold no generator class path (it was built in Python, not by train.py):"
-        ' pass generator_spec={"class_path": ..., "init_args": {...}}'
+        ' pass export_generator(..., spec=...), a generator_spec {"class_path": ..., "init_args": {...}}'
     )
 
 
@@ -219,13 +219,11 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, sparse: bool = Tru
     from gan_lightning.module import GANModule
 
     checkpoint = read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
-    spec = checkpoint.get("hyper_parameters", {}).get("generator")
-    if not (isinstance(spec, dict) and isinstance(spec.get("class_path"), str)):
+    saved = checkpoint.get("hyper_parameters", {}).get("generator")
+    if not (isinstance(saved, dict) and isinstance(saved.get("class_path"), str)):
         raise CheckpointError(f"--ckpt_path {ckpt_path} holds no generator class path in its hyper-parameters; export checkpoints written by train.py")
-    # load_from_checkpoint rebuilds the networks from the class paths but keeps the built
-    # modules, not the paths, in hparams: the spec comes from the checkpoint itself
-    module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu")
-    return export_generator(module, out, spec=spec, sparse=sparse, checkpoint_path=ckpt_path)
+    module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu")  # keeps the class paths in hparams
+    return export_generator(module, out, sparse=sparse, checkpoint_path=ckpt_path)
 
 
 def _refuse(path: Path, why: str) -> CheckpointError:
