@@ -130,8 +130,8 @@ def report_event(
     dense: dict[str, int],
     metric: str,
     fidelity: Optional[FidelityEvaluation],
-    latency_batch: int = 64,
-    history: Optional[list[list]] = None,
+    latency_batch: int,
+    history: list[list],
     after_metric: Optional[float] = None,
 ) -> dict[str, float]:
     """Measure, log and return the state after an event; appends a row to ``history`` (the
@@ -179,13 +179,12 @@ def report_event(
         round(latency["before"], 4), round(latency["after"], 4), round(summary["compress/speedup"], 3),
         metric, round(before.metric, 4), round(after_metric, 4),
     ]
-    if history is not None:
-        history.append(row)
+    history.append(row)
     if trainer.is_global_zero:
         for logger in trainer.loggers:
             logger.log_metrics(summary, step=logging_step(trainer))
         log_table(trainer, "compress/layers", LAYER_COLUMNS, rows)
-        log_table(trainer, "compress/events", EVENT_COLUMNS, history if history is not None else [row])
+        log_table(trainer, "compress/events", EVENT_COLUMNS, history)
     return summary
 
 

@@ -29,7 +29,6 @@ from torch.func import functional_call, grad, vmap
 from gan_lightning.profiling import evaluating
 
 Criterion = Literal["l1", "l2", "gradient", "taylor", "fisher", "obd"]
-CRITERIA: tuple[str, ...] = ("l1", "l2", "gradient", "taylor", "fisher", "obd")
 NEEDS_DATA = ("gradient", "taylor", "fisher", "obd")
 
 

@@ -46,12 +46,12 @@ import torch
 from torch import nn
 
 from gan_lightning.errors import CheckpointError, ConfigError
-from gan_lightning.profiling import network_cost
+from gan_lightning.profiling import COUNTED, network_cost
 
 RankMode = Literal["fixed", "ratio", "energy"]
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-FACTORIZABLE = (nn.Linear, *CONV, *CONV_T)
+FACTORIZABLE = COUNTED  # Linear, Conv and ConvTranspose: what profiling counts
 _POINTWISE = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 

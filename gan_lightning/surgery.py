@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.profiling import forward_with_hooks
+from gan_lightning.profiling import COUNTED, forward_with_hooks
 
-WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+WEIGHTED = COUNTED  # the layers whose MACs are counted are the ones pruning acts on
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
 
 
