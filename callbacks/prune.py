@@ -404,19 +404,15 @@ class Prune(CompressionCallback):
             self.masks.update(decision["masks"])
             for net in NETWORKS:
                 self._apply_masks(module, net)
-        cut = False
-        for net, keep in decision["keep"].items():
-            if physical:
-                cut_units(module, net, keep, decision["inputs"] if net == "generator" else None)
-                cut = True
-            else:
-                zero_units(module, net, keep, decision["inputs"] if net == "generator" else None)
-        if decision["inputs"] is not None and "generator" not in decision["keep"] and physical:
-            cut_units(module, "generator", {}, decision["inputs"])
-            cut = True
-        if decision["inputs"] is not None and physical:
-            self._drop_input_columns_of_masks(module, decision["inputs"])
-        if cut:
+        cuts = dict(decision["keep"])
+        if decision["inputs"] is not None:  # latent dimensions are cut from the generator
+            cuts.setdefault("generator", {})
+        for net, keep in cuts.items():
+            inputs = decision["inputs"] if net == "generator" else None
+            (cut_units if physical else zero_units)(module, net, keep, inputs)
+        if physical and cuts:
+            if decision["inputs"] is not None:
+                self._drop_input_columns_of_masks(module, decision["inputs"])
             refresh_training_state(trainer)
 
     def _drop_input_columns_of_masks(self, module, inputs: torch.Tensor) -> None:
