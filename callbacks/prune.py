@@ -476,8 +476,7 @@ class Prune(CompressionCallback):
         # the trial network has the pre-step shapes (its removed units are only zeroed), so it
         # stands in for "before" in the latency comparison
         before = Before(copy.deepcopy(module.generator), module.z_dim, self.trial["before_metric"])
-        if decision["keep"] or decision["inputs"] is not None:
-            self._execute(trainer, module, {**decision, "masks": {}})
+        self._execute(trainer, module, {**decision, "masks": {}})  # the masks were applied for the trial
         self._recalibrate(module)
         self.trial = None
         self._report(trainer, module, before, after_metric=value)
