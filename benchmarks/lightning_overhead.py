@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from datamodules.digits import DigitsDataModule
-from gan_lightning.module import GANModule
+from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 
 

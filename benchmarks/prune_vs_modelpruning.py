@@ -55,12 +55,12 @@ except ImportError:  # pragma: no cover
 
 from callbacks.prune import Prune
 from datamodules.digits import DigitsDataModule
-from gan_lightning.evaluation import evaluate_generator
-from gan_lightning.features import DEFAULT_CACHE_DIR, domain_classifier
-from gan_lightning.module import GANModule
+from gan_lightning.compress.profiling import COUNTED, interleaved_latency_ms, network_cost
+from gan_lightning.compress.surgery import WEIGHTED
+from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
-from gan_lightning.profiling import COUNTED, interleaved_latency_ms, network_cost
-from gan_lightning.surgery import WEIGHTED
+from gan_lightning.quality.evaluation import evaluate_generator
+from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
 
 
 # --------------------------------------------------------------------------- the contenders

@@ -22,9 +22,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from callbacks.registry import register
-from gan_lightning.clipping import Parameters, clamp_, clipped_parameters, saturation
+from gan_lightning.compress.clipping import Parameters, clamp_, clipped_parameters, saturation
+from gan_lightning.core.hooks import GANCallback
 from gan_lightning.errors import ConfigError
-from gan_lightning.hooks import GANCallback
 
 Network = Literal["discriminator", "generator", "both"]
 

@@ -12,8 +12,8 @@ from pytorch_lightning import Trainer
 from torch import nn
 
 from callbacks.registry import register
+from gan_lightning.core.hooks import GANCallback
 from gan_lightning.errors import ConfigError
-from gan_lightning.hooks import GANCallback
 
 
 def grad_norm(module: nn.Module, norm_type: float) -> torch.Tensor:

@@ -2,31 +2,31 @@
 
 At the start of epoch ``epoch`` every Linear and ungrouped (transposed) convolution of the
 chosen network(s) whose MACs would drop is replaced by two thinner layers (see
-:mod:`gan_lightning.lowrank` for the layouts and the maths); the rest of training fine-tunes
+:mod:`gan_lightning.compress.lowrank` for the layouts and the maths); the rest of training fine-tunes
 the factors. The event is reported like a pruning event (``compress/*`` scalars, the
 ``compress/layers`` and ``compress/events`` tables) plus a ``compress/lowrank_layers`` table
 with each layer's full rank, kept rank, kept energy and MACs before/after.
 
-This callback only decides *when* and *which ranks*; the factorization, MAC counting and the
-report live in gan_lightning (lowrank, profiling, compression_report).
+This callback only decides *when* and *which ranks*; the factorization and MAC counting live
+in ``gan_lightning.compress`` (lowrank, profiling), the report in ``callbacks/compression.py``.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from callbacks.prune import Prune
+from callbacks.compression import CompressionCallback, QualityMetric, before_event, report_event
 from callbacks.registry import register
-from gan_lightning.compression_report import CompressionCallback, QualityMetric, before_event, event_epoch, report_event
+from gan_lightning.compress.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, plan_ranks
+from gan_lightning.compress.profiling import output_layer
+from gan_lightning.compress.pruning import example_input
+from gan_lightning.compress.schedules import event_epoch
+from gan_lightning.core.lightning_private import logging_step, refresh_training_state
+from gan_lightning.core.loggers import log_table
 from gan_lightning.errors import ConfigError
-from gan_lightning.loggers import log_table, logging_step
-from gan_lightning.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, plan_ranks
-from gan_lightning.profiling import output_layer
-from gan_lightning.pruning import example_input, refresh_training_state
 
 NETWORKS = ("generator", "discriminator")
 SCOPE = {"generator": "the generator", "discriminator": "the discriminator", "both": "the generator or discriminator"}
@@ -54,6 +54,8 @@ class LowRankFactorization(CompressionCallback):
     """
 
     option_group = "lowrank"
+    # what a resumed run needs to neither repeat nor forget the event
+    STATE = {"done": bool, "dense": dict, "ranks": dict, "plan_rows": list, "history": list}
 
     def __init__(
         self,
@@ -79,12 +81,7 @@ class LowRankFactorization(CompressionCallback):
         self.skip_layers = skip_layers
         self.metric = metric
         self.latency_batch = latency_batch
-        # --- state (state_dict): what a resumed run needs to neither repeat nor forget the event
-        self.done = False
-        self.dense: dict[str, int] = {}
-        self.ranks: dict[str, int] = {}
-        self.plan_rows: list[list] = []
-        self.history: list[list] = []
+        self.reset_state()
 
     @property
     def scoped(self) -> list[str]:
@@ -92,6 +89,9 @@ class LowRankFactorization(CompressionCallback):
 
     def event_epoch(self, max_epochs: Optional[int]) -> int:
         return event_epoch(self.epoch, max_epochs, "--lowrank.epoch")
+
+    def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
+        return self.event_epoch(max_epochs)
 
     # ------------------------------------------------------------------ checks
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
@@ -113,7 +113,7 @@ class LowRankFactorization(CompressionCallback):
                 f"--lowrank.epoch {epoch} is never reached because training ends after epoch {max_epochs - 1}"
                 f" (--trainer.max_epochs {max_epochs}): set --lowrank.epoch below {max_epochs} or train longer"
             )
-        self._check_pruning(trainer, epoch)
+        self._check_other_compression(trainer, epoch)
         # a resumed run's model may already be factorized (by its checkpoint) before this
         # callback's own state, which says so, is restored
         already = any(isinstance(m, LowRank) for net in self.scoped for m in getattr(module, net).modules())
@@ -128,19 +128,18 @@ class LowRankFactorization(CompressionCallback):
                     + ", ".join(f"{p.layer} ({p.matrix}, rank {p.rank})" for p in plans[:3])
                 )
 
-    def _check_pruning(self, trainer: Trainer, epoch: int) -> None:
-        """The prune callback's masks, scores and unit counts name the layers that factorization
-        replaces, so on a shared network all its events must come first and leave no masks."""
+    def _check_other_compression(self, trainer: Trainer, epoch: int) -> None:
+        """Another compression callback's masks, scores and unit counts name the layers that
+        factorization replaces, so on a shared network all its events must come first and
+        leave no per-layer state behind."""
         for cb in trainer.callbacks:
-            if not isinstance(cb, Prune) or not set(cb.scoped) & set(self.scoped):
+            if cb is self or not isinstance(cb, CompressionCallback) or not set(cb.scoped) & set(self.scoped):
                 continue
-            last = cb.event_epochs(trainer.max_epochs)[-1] if cb.schedule != "gradual" else None
-            keeps_masks = cb.granularity == "unstructured" and cb.retrain != "weight"
-            if keeps_masks or last is None or last >= epoch:
+            last = cb.last_event_epoch(trainer.max_epochs)
+            if cb.keeps_layer_state() or last is None or last >= epoch:
                 raise ConfigError(
-                    f"--callbacks prune,lowrank on the same network needs every pruning event before --lowrank.epoch {epoch}"
-                    " (not --prune.schedule gradual) and no masks left after them (--prune.granularity structured or"
-                    " --prune.retrain weight), because pruning state names the layers that factorization replaces"
+                    f"--callbacks {cb.option_group},lowrank on the same network needs every {cb.event_noun} before"
+                    f" --lowrank.epoch {epoch} {cb.conflict_hint}, because its state names the layers that factorization replaces"
                 )
 
     def _skip(self, module) -> dict[str, set[str]]:
@@ -215,12 +214,3 @@ class LowRankFactorization(CompressionCallback):
             out[f"{net}.{layer}.0.weight"] = first
             out[f"{net}.{layer}.1.weight"] = count - first
         return out
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "dense": self.dense, "ranks": self.ranks, "plan_rows": self.plan_rows, "history": self.history}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, copy.deepcopy(value))
-

@@ -1,7 +1,9 @@
 """prune: make the generator (and, if asked, the discriminator) smaller and faster.
 
-This callback decides *when* to prune and *how much*; scores, masks, surgery and the report
-live in gan_lightning (importance, pruning, surgery, compression_report).
+This callback decides *when* to prune and *how much*: its schedule and criterion are values
+chosen once (``gan_lightning.compress.schedules``, ``gan_lightning.compress.importance``);
+selection, surgery and the masks' math live in ``gan_lightning.compress``, the report in
+``callbacks/compression.py``.
 
 Schedules (epochs count from 0; steps are training batches, not optimizer steps):
 
@@ -24,6 +26,7 @@ pruned structure restarts from fresh initial weights).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any, Literal, Optional
 
@@ -32,53 +35,38 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Subset
 
-from callbacks.registry import register
-from datamodules.base import stack_samples
-from gan_lightning.compression_report import (
+from callbacks.compression import (
     Before,
     CompressionCallback,
+    EventRow,
     QualityMetric,
     before_event,
-    event_epoch,
+    forget_best_checkpoints,
     measure_quality,
     report_event,
 )
-from gan_lightning.errors import ConfigError
-from gan_lightning.loggers import logging_step
-from gan_lightning.importance import NEEDS_DATA, Criterion, magnitude_unit_scores, unit_scores, weight_importance
-from gan_lightning.profiling import output_layer
-from gan_lightning.pruning import (
-    Ranking,
+from callbacks.registry import register
+from gan_lightning.compress.importance import Criterion, make_importance, weight_importance
+from gan_lightning.compress.profiling import output_layer
+from gan_lightning.compress.pruning import (
+    PruneDecision,
     cut_units,
-    load_matching,
     example_input,
+    load_matching,
     networks_of,
     prunable_groups,
     recalibrate_batchnorm,
-    refresh_training_state,
-    unstructured_masks,
-    units_to_keep,
     zero_units,
 )
-from gan_lightning.surgery import WEIGHTED, out_dim, trace
+from gan_lightning.compress.schedules import make_schedule
+from gan_lightning.compress.selection import Ranking, units_to_keep, unstructured_masks
+from gan_lightning.compress.surgery import WEIGHTED, out_dim, trace
+from gan_lightning.core.lightning_private import logging_step, refresh_training_state
+from gan_lightning.dataset_tensors import stack_samples
+from gan_lightning.errors import ConfigError
 
 NETWORKS = ("generator", "discriminator")
-Schedule = Literal["oneshot", "iterative", "gradual", "dynamic"]
-
-
-def polynomial_sparsity(step: int, start: int, end: int, final: float, power: int = 3) -> float:
-    """Zhu & Gupta (2017): 0 before ``start``, ``final`` from ``end`` on, a cubic ramp between."""
-    if step <= start:
-        return 0.0
-    if step >= end:
-        return final
-    return final * (1.0 - (1.0 - (step - start) / (end - start)) ** power)
-
-
-def iterative_fraction(round_index: int, rounds: int, final: float) -> float:
-    """Cumulative sparsity after round ``round_index`` (1-based) of ``rounds`` that each remove
-    the same share of the remaining weights, ending at ``final``."""
-    return 1.0 - (1.0 - final) ** (round_index / rounds)
+ScheduleName = Literal["oneshot", "iterative", "gradual", "dynamic"]
 
 
 @register("prune")
@@ -122,6 +110,20 @@ class Prune(CompressionCallback):
     """
 
     option_group = "prune"
+    # everything a resumed run needs to continue exactly
+    STATE = {
+        "next_event": int,
+        "batches_seen": int,
+        "masks": dict,  # "<network>.<weight>" -> keep mask
+        "dense": dict,
+        "original_units": dict,
+        "original_z": lambda: None,
+        "history": list,  # rows of compress/events
+        "rewind_state": dict,
+        "baseline": lambda: None,  # dynamic: the metric before any pruning
+        "trial": lambda: None,  # dynamic: the step waiting for its verdict
+        "stopped": bool,
+    }
 
     def __init__(
         self,
@@ -132,7 +134,7 @@ class Prune(CompressionCallback):
         criterion: Criterion = "l1",
         ranking: Ranking = "layerwise",
         skip_layers: Optional[list[str]] = None,
-        schedule: Schedule = "oneshot",
+        schedule: ScheduleName = "oneshot",
         start_epoch: Optional[int] = None,
         every_n_epochs: int = 1,
         rounds: int = 3,
@@ -161,8 +163,6 @@ class Prune(CompressionCallback):
             raise ConfigError(f"--prune.tolerance must be >= 0, got {tolerance}")
         if rewind_epoch is not None and (schedule != "iterative" or granularity != "unstructured"):
             raise ConfigError("--prune.rewind_epoch needs --prune.schedule iterative and --prune.granularity unstructured (rewound weights must keep their shapes)")
-        if schedule == "gradual" and (end_step is None or end_step <= start_step or start_step < 0):
-            raise ConfigError(f"--prune.schedule gradual needs 0 <= --prune.start_step < --prune.end_step, got {start_step} and {end_step}")
         if schedule == "dynamic" and metric == "none":
             raise ConfigError("--prune.schedule dynamic is driven by the quality metric: set --prune.metric auto, fid or swd")
         self.amounts = {"generator": generator_amount, "discriminator": discriminator_amount}
@@ -172,11 +172,13 @@ class Prune(CompressionCallback):
         self.ranking = ranking
         self.skip_layers = skip_layers
         self.schedule = schedule
-        self.start_epoch = start_epoch
-        self.every_n_epochs = every_n_epochs
-        self.rounds = rounds
+        # chosen once: from here on the schedule is only asked when its events fall and how much they remove
+        self.plan = make_schedule(
+            schedule, start_epoch=start_epoch, every_n_epochs=every_n_epochs, rounds=rounds,
+            start_step=start_step, end_step=end_step, frequency=frequency,
+        )
+        self.importance = make_importance(criterion)
         self.rewind_epoch = rewind_epoch
-        self.start_step, self.end_step, self.frequency = start_step, end_step, frequency
         self.tolerance = tolerance
         self.retrain = retrain
         self.calibration_source = calibration_source
@@ -185,18 +187,7 @@ class Prune(CompressionCallback):
         self.metric = metric
         self.latency_batch = latency_batch
         self.seed = seed
-        # --- state (state_dict): everything a resumed run needs to continue exactly
-        self.next_event = 0
-        self.batches_seen = 0
-        self.masks: dict[str, torch.Tensor] = {}
-        self.dense: dict[str, int] = {}
-        self.original_units: dict[str, int] = {}
-        self.original_z: Optional[int] = None
-        self.history: list[list] = []
-        self.rewind_state: dict[str, torch.Tensor] = {}
-        self.baseline: Optional[float] = None  # dynamic: the metric before any pruning
-        self.trial: Optional[dict[str, Any]] = None  # dynamic: the step waiting for its verdict
-        self.stopped = False
+        self.reset_state()
 
     # ------------------------------------------------------------------ checks
     @property
@@ -214,7 +205,7 @@ class Prune(CompressionCallback):
         if self.granularity == "structured" or self.latent_amount > 0:
             for net in self.scoped:
                 trace(getattr(module, net), example_input(module, net))  # refuses unsupported layers
-        if self.schedule != "gradual":
+        if self.plan.unit == "epoch":
             max_epochs = trainer.max_epochs
             last = self.event_epochs(max_epochs)[-1]
             if max_epochs is not None and max_epochs >= 0 and last >= max_epochs:
@@ -224,26 +215,20 @@ class Prune(CompressionCallback):
                 )
             if self.rewind_epoch is not None and not 0 <= self.rewind_epoch < self.event_epochs(max_epochs)[0]:
                 raise ConfigError(f"--prune.rewind_epoch must be >= 0 and before the first round (epoch {self.event_epochs(max_epochs)[0]}), got {self.rewind_epoch}")
-        if self.criterion in NEEDS_DATA and not hasattr(datamodule, "train_set"):
+        if self.importance.needs_data and not hasattr(datamodule, "train_set"):
             raise ConfigError(f"--prune.criterion {self.criterion} scores weights on real samples: it needs a gan-lightning datamodule (--data)")
 
     def event_epochs(self, max_epochs: Optional[int]) -> list[int]:
-        start = event_epoch(self.start_epoch, max_epochs, "--prune.start_epoch")
-        count = 1 if self.schedule == "oneshot" else self.rounds
-        return [start + i * self.every_n_epochs for i in range(count)]
+        return self.plan.events(max_epochs)
 
-    def event_steps(self) -> list[int]:
-        steps = list(range(self.start_step + self.frequency, self.end_step, self.frequency))
-        return steps + [self.end_step]
+    def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
+        return self.plan.events(max_epochs)[-1] if self.plan.unit == "epoch" else None
 
-    def target(self, event: int, final: float) -> float:
-        if self.schedule == "oneshot":
-            return final
-        if self.schedule == "iterative":
-            return iterative_fraction(event + 1, self.rounds, final)
-        if self.schedule == "dynamic":
-            return final * (event + 1) / self.rounds
-        return polynomial_sparsity(self.event_steps()[event], self.start_step, self.end_step, final)
+    def keeps_layer_state(self) -> bool:
+        return self.granularity == "unstructured" and self.retrain != "weight"  # masks, named by layer
+
+    event_noun = "pruning event"
+    conflict_hint = "(not --prune.schedule gradual) and no masks left after them (--prune.granularity structured or --prune.retrain weight)"
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_dense_reference(self, module) -> None:
@@ -264,26 +249,26 @@ class Prune(CompressionCallback):
         total = trainer.num_training_batches * trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
         if trainer.max_steps and trainer.max_steps > 0:
             total = min(total, trainer.max_steps // (pl_module.hparams.n_critic + 1))
-        if self.schedule == "gradual" and self.end_step > total:
-            raise ConfigError(f"--prune.end_step {self.end_step} is after training ends ({total} batches): lower it or train longer")
+        if self.plan.unit == "batch" and self.plan.events()[-1] > total:
+            raise ConfigError(f"--prune.end_step {self.plan.end_step} is after training ends ({total} batches): lower it or train longer")
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
         epoch = trainer.current_epoch
         if self.rewind_epoch is not None and epoch == self.rewind_epoch and not self.rewind_state:
             self.rewind_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        if self.schedule == "gradual" or self.stopped or self.trial is not None:
+        if self.plan.unit != "epoch" or self.stopped or self.trial is not None:
             return
         epochs = self.event_epochs(trainer.max_epochs)
         if self.next_event < len(epochs) and epoch == epochs[self.next_event]:
-            if self.schedule == "dynamic":
+            if self.plan.verified:
                 self._try_step(trainer, pl_module)
             else:
                 self._prune(trainer, pl_module)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module, batch: Any, batch_idx: int) -> None:
-        if self.schedule != "gradual":
+        if self.plan.unit != "batch":
             return
-        steps = self.event_steps()
+        steps = self.plan.events(trainer.max_epochs)
         due = [i for i in range(self.next_event, len(steps)) if steps[i] <= self.batches_seen]
         if due:  # after a skipped range (e.g. resumed later), only the newest target matters
             self.next_event = due[-1]
@@ -321,7 +306,7 @@ class Prune(CompressionCallback):
             self._forget_dense_best(trainer)
 
     def _event_count(self, trainer: Trainer) -> int:
-        return len(self.event_steps()) if self.schedule == "gradual" else len(self.event_epochs(trainer.max_epochs))
+        return len(self.plan.events(trainer.max_epochs))
 
     def _recalibrate(self, module) -> None:
         for net in networks_of(module, "generator"):
@@ -331,17 +316,12 @@ class Prune(CompressionCallback):
     def _forget_dense_best(trainer: Trainer) -> None:
         """From the final event on, "best" means the best *compressed* model: the denser
         networks before it would otherwise keep the title. Their files stay on disk."""
-        for cb in trainer.checkpoint_callbacks:
-            if not getattr(cb, "monitor", None):
-                continue
-            if cb.best_model_path:
-                rank_zero_info(f"prune: the best checkpoint so far ({cb.best_model_path}) predates the final pruning event; it is kept, and best-* now tracks the pruned model")
-            cb.best_k_models, cb.kth_best_model_path, cb.best_model_path = {}, "", ""
-            cb.best_model_score, cb.kth_value = None, torch.tensor(torch.inf if cb.mode == "min" else -torch.inf)
+        for path in forget_best_checkpoints(trainer):
+            rank_zero_info(f"prune: the best checkpoint so far ({path}) predates the final pruning event; it is kept, and best-* now tracks the pruned model")
 
     def _report(self, trainer: Trainer, module, before, after_metric: Optional[float] = None) -> dict[str, float]:
         summary = report_event(
-            trainer, module, f"{self.schedule}-{self.next_event + 1}", before, self.dense, self.metric_name,
+            trainer, module, f"{self.plan.name}-{self.next_event + 1}", before, self.dense, self.metric_name,
             self.fidelity, self.latency_batch, self.history, after_metric=after_metric,
         )
         rank_zero_info(
@@ -352,44 +332,39 @@ class Prune(CompressionCallback):
         )
         return summary
 
-    def _decide(self, trainer: Trainer, module, event: int) -> dict[str, Any]:
+    def _decide(self, trainer: Trainer, module, event: int) -> PruneDecision:
         """Scores -> what to remove, identical on every rank (scores averaged, then rank 0's
         decision broadcast, so even ties cannot split the ranks)."""
-        batches = self._calibration_batches(trainer, module, event) if self.criterion in NEEDS_DATA else []
-        decision: dict[str, Any] = {"masks": {}, "keep": {}, "inputs": None}
+        batches = self._calibration_batches(trainer, module, event) if self.importance.needs_data else []
+        decision = PruneDecision()
         for net in self.scoped:
-            target = self.target(event, self.amounts[net])
+            target = self.plan.target(event, self.amounts[net])
             if self.granularity == "unstructured" and target > 0:
                 layers = [n for n, m in getattr(module, net).named_modules() if isinstance(m, WEIGHTED) and f"{net}.{n}" not in self._skip]
                 scores = self._scores(trainer, module, net, [f"{n}.weight" for n in layers], batches, event)
                 current = {k[len(net) + 1 :]: v for k, v in self.masks.items() if k.startswith(net + ".")}
                 masks = unstructured_masks(scores, target, self.ranking, current)
-                decision["masks"].update({f"{net}.{k}": v.cpu() for k, v in masks.items()})
+                decision.masks.update({f"{net}.{k}": v.cpu() for k, v in masks.items()})
             elif target > 0:
                 groups = prunable_groups(module, net, self._skip)
                 network = getattr(module, net)
-                if self.criterion in ("l1", "l2"):  # no data: the same on every rank, whose weights DDP keeps equal
-                    units = {g.producer: magnitude_unit_scores(network, g, self.criterion) for g in groups}
-                else:
-                    modules = dict(network.named_modules())
-                    scores = self._scores(trainer, module, net, [f"{g.producer}.weight" for g in groups], batches, event)
-                    units = {
-                        g.producer: unit_scores(scores[f"{g.producer}.weight"], out_dim(modules[g.producer]), g.unit_size, self.criterion)
-                        for g in groups
-                    }
+                modules = dict(network.named_modules())
+                # magnitude needs no data: the same on every rank, whose weights DDP keeps equal
+                scores = self._scores(trainer, module, net, [f"{g.producer}.weight" for g in groups], batches, event) if self.importance.needs_data else {}
+                units = {g.producer: self.importance.unit_scores(network, g, scores.get(f"{g.producer}.weight"), out_dim(modules[g.producer])) for g in groups}
                 original = {g.producer: self.original_units[f"{net}.{g.producer}"] for g in groups}
-                decision["keep"][net] = units_to_keep(units, original, target, self.ranking)
+                decision.keep[net] = units_to_keep(units, original, target, self.ranking)
             if net == "generator" and self.latent_amount > 0:
                 graph = trace(module.generator, example_input(module, "generator"))
                 first = f"{graph.input_layer}.weight"
                 score = self._scores(trainer, module, net, [first], batches, event)[first]
                 per_input = score.float().sum(0)  # a Linear's weight is (out, in): one column per latent
-                keep = max(1, round((1 - self.target(event, self.latent_amount)) * self.original_z))
-                decision["inputs"] = torch.argsort(per_input, descending=True, stable=True)[:keep].sort().values.cpu()
+                keep = max(1, round((1 - self.plan.target(event, self.latent_amount)) * self.original_z))
+                decision.inputs = torch.argsort(per_input, descending=True, stable=True)[:keep].sort().values.cpu()
         return trainer.strategy.broadcast(decision, src=0)
 
     def _scores(self, trainer, module, net, weights, batches, event) -> dict[str, torch.Tensor]:
-        scores = weight_importance(module, net, self.criterion, weights, batches, seed=self.seed + event)
+        scores = weight_importance(module, net, self.importance, weights, batches, seed=self.seed + event)
         return {k: trainer.strategy.reduce(v, reduce_op="mean") for k, v in scores.items()}
 
     def _calibration_batches(self, trainer: Trainer, module, event: int) -> list[torch.Tensor]:
@@ -399,20 +374,20 @@ class Prune(CompressionCallback):
         real, _ = stack_samples(Subset(data.train_set, index))
         return [b.to(module.device) for b in real.split(self.calibration_batch_size)]
 
-    def _execute(self, trainer: Trainer, module, decision: dict[str, Any], physical: bool = True) -> None:
-        if decision["masks"]:
-            self.masks.update(decision["masks"])
+    def _execute(self, trainer: Trainer, module, decision: PruneDecision, physical: bool = True) -> None:
+        if decision.masks:
+            self.masks.update(decision.masks)
             for net in NETWORKS:
                 self._apply_masks(module, net)
-        cuts = dict(decision["keep"])
-        if decision["inputs"] is not None:  # latent dimensions are cut from the generator
+        cuts = dict(decision.keep)
+        if decision.inputs is not None:  # latent dimensions are cut from the generator
             cuts.setdefault("generator", {})
         for net, keep in cuts.items():
-            inputs = decision["inputs"] if net == "generator" else None
+            inputs = decision.inputs if net == "generator" else None
             (cut_units if physical else zero_units)(module, net, keep, inputs)
         if physical and cuts:
-            if decision["inputs"] is not None:
-                self._drop_input_columns_of_masks(module, decision["inputs"])
+            if decision.inputs is not None:
+                self._drop_input_columns_of_masks(module, decision.inputs)
             refresh_training_state(trainer)
 
     def _drop_input_columns_of_masks(self, module, inputs: torch.Tensor) -> None:
@@ -466,22 +441,22 @@ class Prune(CompressionCallback):
         self.trial = {
             "state": {k: v.detach().clone() for k, v in module.state_dict().items()},
             "masks": {k: v.clone() for k, v in self.masks.items()},
-            "decision": decision,
+            "decision": decision.to_state(),
             "before_metric": metric,
         }
         self._execute(trainer, module, decision, physical=False)
 
     def _accept_step(self, trainer: Trainer, module, value: float) -> None:
-        decision = self.trial["decision"]
+        decision = PruneDecision.from_state(self.trial["decision"])
         # the trial network has the pre-step shapes (its removed units are only zeroed), so it
         # stands in for "before" in the latency comparison
         before = Before(copy.deepcopy(module.generator), module.z_dim, self.trial["before_metric"])
-        self._execute(trainer, module, {**decision, "masks": {}})  # the masks were applied for the trial
+        self._execute(trainer, module, dataclasses.replace(decision, masks={}))  # the masks were applied for the trial
         self._recalibrate(module)
         self.trial = None
         self._report(trainer, module, before, after_metric=value)
         self.next_event += 1
-        self.stopped = self.next_event >= self.rounds
+        self.stopped = self.next_event >= self.plan.rounds
         if self.stopped:
             self._forget_dense_best(trainer)
 
@@ -491,27 +466,6 @@ class Prune(CompressionCallback):
         self.trial = None
         self.stopped = True
         self._forget_dense_best(trainer)
-        self.history.append(
-            [f"dynamic-{self.next_event + 1}-rolled-back", trainer.current_epoch, logging_step(trainer), *([None] * 9), self.metric_name, None, round(value, 4)]
-        )
+        rolled_back = EventRow(f"dynamic-{self.next_event + 1}-rolled-back", trainer.current_epoch, logging_step(trainer), metric=self.metric_name, metric_after=round(value, 4))
+        self.history.append(rolled_back.as_row())
         rank_zero_info(f"prune: dynamic step {self.next_event + 1} rolled back ({self.metric_name} {value:.4g} > limit {limit:.4g}); pruning stops")
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "next_event": self.next_event,
-            "batches_seen": self.batches_seen,
-            "masks": self.masks,
-            "dense": self.dense,
-            "original_units": self.original_units,
-            "original_z": self.original_z,
-            "history": self.history,
-            "rewind_state": self.rewind_state,
-            "baseline": self.baseline,
-            "trial": self.trial,
-            "stopped": self.stopped,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, copy.deepcopy(value))

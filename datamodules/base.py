@@ -20,20 +20,6 @@ def seeded_split(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Subs
     return Subset(dataset, perm[n_val:]), Subset(dataset, perm[:n_val])
 
 
-def stack_samples(dataset: Dataset, limit: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``limit`` (default: all) samples and labels of ``dataset`` as two tensors."""
-    xs, ys, kept = [], [], 0
-    for x, y in DataLoader(dataset, batch_size=512):
-        if limit is not None:
-            x, y = x[: limit - kept], y[: limit - kept]
-        xs.append(x)
-        ys.append(y)
-        kept += len(x)
-        if limit is not None and kept >= limit:
-            break
-    return torch.cat(xs), torch.cat(ys)
-
-
 class GANDataModule(pl.LightningDataModule):
     """Base class. Subclasses implement :meth:`load_splits` and set ``sample_shape``.
 

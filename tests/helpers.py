@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger
 
 from datamodules.digits import DigitsDataModule
-from gan_lightning.module import GANModule
+from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 
 REPO = Path(__file__).resolve().parent.parent

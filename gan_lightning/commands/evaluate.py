@@ -1,0 +1,139 @@
+"""Evaluate a checkpoint without training: FID/KID/IS/precision/recall and mode coverage,
+averaged over several latent seeds, printed as a table and written as JSON.
+
+    python -m gan_lightning.commands.evaluate --ckpt_path runs/gan-lightning/<run>/checkpoints/last.ckpt \\
+        [--seeds 0,1,2] [--features domain|inception|none] [--num_fake N] [--num_real N] [--out metrics.json]
+
+The data and, unless overridden, the metric settings come from the run's saved
+``config.yaml`` (next to ``checkpoints/``), or from ``--config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from jsonargparse import ArgumentParser
+
+from callbacks.fidelity import FidelityEvaluation
+from datamodules.base import GANDataModule
+from gan_lightning.commands.console import run
+from gan_lightning.core.checkpoint import read_checkpoint
+from gan_lightning.core.module import GANModule
+from gan_lightning.errors import ConfigError
+from gan_lightning.quality.evaluation import check_metrics_setup, evaluate_generator
+from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
+
+
+def run_config(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"--config {path} does not exist; pass the run's config.yaml (it holds the data section)")
+    config = yaml.safe_load(path.read_text()) or {}
+    if not config.get("data"):
+        raise ConfigError(f"--config {path} has no data section")
+    return config
+
+
+def datamodule_from_config(config: dict) -> GANDataModule:
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(GANDataModule, "data")
+    return parser.instantiate_classes(parser.parse_object({"data": config["data"]})).data
+
+
+def _mean_std(values: list[float]) -> dict:
+    # NaN (e.g. mode_kl of a generator with no high-quality sample) stays NaN; JSON gets null.
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < len(values):
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(finite), "std": statistics.stdev(finite) if len(finite) > 1 else 0.0}
+
+
+def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path] = None, **overrides) -> dict:
+    """Metrics of a checkpoint per seed and their mean/std. Unless overridden, the feature space,
+    sample counts, classifier settings and cache are the run's own ``metrics`` settings, so the
+    numbers match the ``val/*`` values logged in training for the same weights and seed."""
+    if not seeds:
+        raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
+    cfg = run_config(config or ckpt_path.parent.parent / "config.yaml")
+    defaults = {k: p.default for k, p in inspect.signature(FidelityEvaluation.__init__).parameters.items() if k != "self"}
+    settings = {**defaults, **(cfg.get("metrics") or {})}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    features = settings["features"]
+    datamodule = datamodule_from_config(cfg)
+    datamodule.setup("validate")
+    module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
+    module.check_sample_shape(tuple(datamodule.sample_shape))
+    domain = None
+    if check_metrics_setup(datamodule, features, settings["inception_weights"]):
+        cache = Path(settings["domain_cache_dir"]) if settings["domain_cache_dir"] else DEFAULT_CACHE_DIR
+        domain = str(domain_classifier(datamodule, cache, epochs=settings["domain_epochs"])[0])
+    per_seed = {
+        seed: evaluate_generator(
+            module, datamodule, features, settings["num_fake"], settings["num_real"], seed, domain, settings["inception_weights"]
+        )
+        for seed in seeds
+    }
+    first = next(iter(per_seed.values()))
+    names = [k for k in first if not k.startswith("num_")]
+    return {
+        "checkpoint": str(ckpt_path),
+        "features": features,
+        "split": "val",
+        "num_real": int(first["num_real"]),
+        "num_fake": int(first["num_fake"]),
+        "seeds": seeds,
+        "metrics": {name: _mean_std([v[name] for v in per_seed.values()]) for name in names},
+        "per_seed": {str(s): {k: (v[k] if math.isfinite(v[k]) else None) for k in names} for s, v in per_seed.items()},
+    }
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"{result['checkpoint']}: {result['features']} features, {result['num_fake']} generated vs"
+        f" {result['num_real']} {result['split']} samples, seeds {result['seeds']}",
+        f"{'metric':<14}{'mean':>12}{'std':>12}",
+    ]
+    for name, v in result["metrics"].items():
+        lines.append(f"{name:<14}{'nan':>12}{'':>12}" if v["mean"] is None else f"{name:<14}{v['mean']:>12.4f}{v['std']:>12.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt_path", type=Path, required=True)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated latent seeds (default 0,1,2)")
+    parser.add_argument("--features", choices=["domain", "inception", "none"], default=None, help="default: the run's")
+    parser.add_argument("--num_fake", type=int, default=None, help="default: the run's --metrics.num_fake")
+    parser.add_argument("--num_real", type=int, default=None, help="default: the run's --metrics.num_real")
+    parser.add_argument("--config", type=Path, default=None, help="config with the data section (default: the run's config.yaml)")
+    parser.add_argument("--inception_weights", default=None, help="InceptionV3 FID weights file")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write (default: <run>/evaluation.json)")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+
+    def evaluate() -> None:
+        result = evaluate_checkpoint(
+            args.ckpt_path, seeds, args.config, features=args.features, num_fake=args.num_fake,
+            num_real=args.num_real, inception_weights=args.inception_weights,
+        )
+        print(format_table(result))
+        out = args.out or args.ckpt_path.parent.parent / "evaluation.json"
+        out.write_text(json.dumps(result, indent=2, allow_nan=False))
+        print(f"wrote {out}")
+
+    return run(evaluate)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

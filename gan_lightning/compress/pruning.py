@@ -1,0 +1,151 @@
+"""Which weights or units to remove, and removing them from a GANModule.
+
+Unstructured pruning keeps a boolean mask per weight tensor and zeroes the weights under it;
+structured pruning cuts units out with :mod:`gan_lightning.compress.surgery` and records the cut in
+``GANModule.structure``, which checkpoints carry so a fresh process can rebuild the network.
+Amounts are always the cumulative target: the fraction of the layer's *original* weights or
+units removed after this event (already removed ones count towards it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from gan_lightning.compress.profiling import evaluating
+from gan_lightning.compress.surgery import INPUT_KEY, ChannelGroup, compose_keep, out_dim, remove_inputs, remove_units, trace
+
+
+@dataclass
+class PruneDecision:
+    """What one pruning event removes: decided from scores, then broadcast from rank 0 and
+    executed, so every rank acts on the same decision."""
+
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # "<network>.<weight>" -> keep mask (unstructured)
+    keep: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # network -> producer -> kept unit indices
+    inputs: Optional[torch.Tensor] = None  # kept latent inputs of the generator (original indices of the current z)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain containers of tensors, which ``torch.load(weights_only=True)`` reads back."""
+        return {"masks": self.masks, "keep": self.keep, "inputs": self.inputs}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "PruneDecision":
+        return cls(masks=dict(state.get("masks", {})), keep=dict(state.get("keep", {})), inputs=state.get("inputs"))
+
+
+def example_input(module, network: str) -> torch.Tensor:
+    """A two-sample input of ``module.<network>``, for tracing and counting."""
+    z = torch.zeros(2, module.z_dim, device=module.device)
+    if network == "generator":
+        return z
+    with evaluating(module.generator), torch.no_grad():
+        return module.generator(z)
+
+
+def networks_of(module, network: str) -> list[nn.Module]:
+    """The network and its copies that must stay identical in structure (the generator's EMA)."""
+    nets = [getattr(module, network)]
+    if network == "generator" and module.generator_ema is not None:
+        nets.append(module.generator_ema)
+    return nets
+
+
+def cut_units(module, network: str, keep: dict[str, torch.Tensor], keep_inputs: Optional[torch.Tensor] = None) -> None:
+    """Remove units (and latent inputs) of ``module.<network>`` and its EMA copy, and record the
+    cut, in original indices, in ``module.structure``."""
+    example = example_input(module, network)
+    record = module.structure.setdefault(network, {})
+    for net in networks_of(module, network):
+        graph = trace(net, example)
+        for group in graph.groups:
+            if group.producer in keep and len(keep[group.producer]) < group.units:
+                remove_units(net, group, keep[group.producer])
+        if keep_inputs is not None and len(keep_inputs) < graph.input_features:
+            remove_inputs(net, graph, keep_inputs)
+        probe = example[:, : graph.input_features] if network == "generator" else example  # z may have shrunk
+        after = {g.producer: g.units for g in trace(net, probe).groups}
+        missed = [p for p, idx in keep.items() if after.get(p) != len(idx)]
+        if missed:  # where other tools silently skip a layer, this one stops
+            raise RuntimeError(f"structured pruning did not shrink {network} layer(s) {', '.join(missed)} to the chosen units")
+    for producer, idx in keep.items():
+        record[producer] = compose_keep(record.get(producer), idx)
+    if keep_inputs is not None:
+        record[INPUT_KEY] = compose_keep(record.get(INPUT_KEY), keep_inputs)
+        module.z_dim = len(record[INPUT_KEY])
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(network: nn.Module, z_dim: int, device: torch.device, batches: int = 16, batch_size: int = 64, seed: int = 0) -> None:
+    """Re-estimate a generator's BatchNorm running statistics on fresh latents.
+
+    After units are removed or weights zeroed, the statistics describe activations that no
+    longer exist, and a generator sampled in eval mode produces garbage until training has
+    slowly updated them; this makes the quality measured right after an event meaningful."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    gen = torch.Generator().manual_seed(seed)
+    was_training = network.training
+    network.train()
+    try:
+        for _ in range(batches):
+            network(torch.randn(batch_size, z_dim, generator=gen).to(device))
+    finally:
+        network.train(was_training)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
+def prunable_groups(module, network: str, skip: set[str]) -> list[ChannelGroup]:
+    """The channel groups of ``module.<network>`` whose producer is not skipped."""
+    graph = trace(getattr(module, network), example_input(module, network))
+    return [g for g in graph.groups if f"{network}.{g.producer}" not in skip]
+
+
+@torch.no_grad()
+def zero_units(module, network: str, keep: dict[str, torch.Tensor], inputs: Optional[torch.Tensor]) -> None:
+    """Make removed units output exactly zero (producer rows and bias, norm scale and shift),
+    so the network computes what the physically cut one will, and the cut can wait."""
+    for net in networks_of(module, network):
+        graph = trace(net, example_input(module, network))
+        modules = dict(net.named_modules())
+        for group in graph.groups:
+            if group.producer not in keep:
+                continue
+            dropped = torch.ones(group.units, dtype=torch.bool)
+            dropped[keep[group.producer]] = False
+            rows = dropped.repeat_interleave(group.unit_size)
+            producer = modules[group.producer]
+            producer.weight.index_fill_(out_dim(producer), rows.nonzero().view(-1).to(producer.weight.device), 0.0)
+            for name in ["bias", *[f"{n}.weight" for n in group.norms], *[f"{n}.bias" for n in group.norms]]:
+                owner, attr = (producer, name) if "." not in name else (modules[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1])
+                t = getattr(owner, attr, None)
+                if t is not None:
+                    t[rows.to(t.device)] = 0.0
+        if inputs is not None:
+            first = modules[graph.input_layer]
+            dropped = torch.ones(graph.input_features, dtype=torch.bool)
+            dropped[inputs] = False
+            first.weight[:, dropped.to(first.weight.device)] = 0.0
+
+
+def load_matching(module, state: dict[str, torch.Tensor], networks: list[str]) -> None:
+    """Copy saved values into the named networks' tensors (the rewind of the lottery-ticket procedure)."""
+    own = module.state_dict()
+    with torch.no_grad():
+        for net in networks:
+            for key, value in state.items():
+                if key.startswith(net + ".") and key in own and own[key].shape == value.shape:
+                    own[key].copy_(value)
+                    if net == "generator" and module.generator_ema is not None:
+                        ema_key = "generator_ema." + key[len("generator.") :]
+                        if ema_key in own:
+                            own[ema_key].copy_(value)

@@ -1,0 +1,71 @@
+"""Which weights or units to keep, given their scores: identical on every rank for equal scores.
+
+Amounts are the cumulative target: the fraction of a layer's *original* weights or units
+removed after this event (already removed ones count towards it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import torch
+
+Ranking = Literal["layerwise", "global"]
+
+
+def unstructured_masks(
+    scores: dict[str, torch.Tensor], amount: float, ranking: Ranking, current: Optional[dict[str, torch.Tensor]] = None
+) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks removing ``amount`` of the scored weights, lowest scores first.
+    Weights outside ``current`` masks stay removed (they rank below every live weight)."""
+    current = current or {}
+    ranked = {}
+    for name, s in scores.items():
+        s = s.detach().float().clone()
+        if name in current:
+            s[~current[name].to(s.device)] = -math.inf
+        ranked[name] = s
+    if ranking == "layerwise":
+        return {name: _keep_top(s, s.numel() - round(amount * s.numel())) for name, s in ranked.items()}
+    flat = torch.cat([s.reshape(-1) for s in ranked.values()])
+    removed = round(amount * flat.numel())
+    if removed == 0:
+        return {name: torch.ones_like(s, dtype=torch.bool) for name, s in ranked.items()}
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    keep[torch.argsort(flat, stable=True)[:removed]] = False
+    out, start = {}, 0
+    for name, s in ranked.items():
+        out[name] = keep[start : start + s.numel()].view_as(s)
+        start += s.numel()
+    return out
+
+
+def _keep_top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    keep = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k > 0:  # stable sort: equal scores are kept in index order, identically on every rank
+        keep[torch.argsort(scores.reshape(-1), descending=True, stable=True)[:k]] = True
+    return keep.view_as(scores)
+
+
+def units_to_keep(
+    scores: dict[str, torch.Tensor], original: dict[str, int], amount: float, ranking: Ranking
+) -> dict[str, torch.Tensor]:
+    """Indices (into the current units) of the units each group keeps: ``1 - amount`` of its
+    original count, at least one. Global ranking compares scores divided by their layer's
+    mean, since raw scores of differently sized layers are not on one scale."""
+    if ranking == "layerwise":
+        return {name: _top_indices(s, max(1, round((1 - amount) * original[name]))) for name, s in scores.items()}
+    normalized = {name: s / s.mean().clamp_min(1e-12) for name, s in scores.items()}
+    budget = max(len(scores), round((1 - amount) * sum(original.values())))
+    # each layer keeps its best unit; the rest of the budget goes to the best units overall
+    keep = {name: [int(s.argmax())] for name, s in normalized.items()}
+    pool = [(float(v), name, i) for name, s in normalized.items() for i, v in enumerate(s.tolist()) if i != keep[name][0]]
+    pool.sort(key=lambda t: (-t[0], t[1], t[2]))
+    for _, name, i in pool[: budget - len(scores)]:
+        keep[name].append(i)
+    return {name: torch.tensor(sorted(idx), dtype=torch.long) for name, idx in keep.items()}
+
+
+def _top_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.argsort(scores, descending=True, stable=True)[:k].sort().values.cpu()

@@ -1,0 +1,44 @@
+"""Reading checkpoints safely and telling whether one fits a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from gan_lightning.errors import CheckpointError
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a Lightning checkpoint on CPU, or refuse it with one sentence naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--ckpt_path {path} does not exist; pass a .ckpt file written by a previous run")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"--ckpt_path {path} is not a readable checkpoint ({type(exc).__name__}); it may be corrupted or truncated") from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"--ckpt_path {path} is not a Lightning checkpoint (it has no state_dict)")
+    return ckpt
+
+
+def state_dict_mismatches(saved: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], limit: int = 4) -> list[str]:
+    """Human-readable differences in keys and shapes between two state dicts (at most ``limit`` of each kind)."""
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    shapes = [
+        f"{k} is {tuple(saved[k].shape)} in the checkpoint but {tuple(expected[k].shape)} in the model"
+        for k in expected
+        if k in saved and hasattr(saved[k], "shape") and tuple(saved[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing from the checkpoint, e.g. {', '.join(missing[:limit])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors the model does not have, e.g. {', '.join(unexpected[:limit])}")
+    problems += shapes[:limit]
+    return problems
+
+

@@ -1,0 +1,57 @@
+"""The GAN hook protocol: how plug-in callbacks take part in the adversarial update.
+
+Lightning has no hook "after the discriminator stepped", so :class:`~gan_lightning.core.module.GANModule`
+calls the methods below on every callback in ``trainer.callbacks`` that defines them, in
+trainer order. A callback may subclass :class:`GANCallback` (which documents the methods and
+provides no-op defaults) or simply define the methods it needs.
+
+Order inside one training batch::
+
+    real = transform_real_batch(real)                     # chained through all callbacks
+    repeat n_critic times:
+        discriminator step
+        on_discriminator_step_end()
+    fake = G(z)
+    g_loss = adversarial + sum(generator_loss_terms(z, fake).values())
+    generator step
+    on_generator_step_end()
+    EMA update (if on), from the generator as the hooks left it
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pytorch_lightning import Callback, Trainer
+
+if TYPE_CHECKING:
+    from gan_lightning.core.module import GANModule
+
+HOOK_NAMES = ("transform_real_batch", "on_discriminator_step_end", "generator_loss_terms", "on_generator_step_end")
+
+
+class GANCallback(Callback):
+    """Base class for callbacks that take part in the adversarial update."""
+
+    def transform_real_batch(self, trainer: Trainer, module: "GANModule", real: torch.Tensor) -> torch.Tensor:
+        """Return the real batch the discriminator sees (e.g. mixed with synthetic samples)."""
+        return real
+
+    def on_discriminator_step_end(self, trainer: Trainer, module: "GANModule") -> None:
+        """Called after every discriminator optimizer step (e.g. weight clipping, mask re-application)."""
+
+    def generator_loss_terms(
+        self, trainer: Trainer, module: "GANModule", z: torch.Tensor, fake: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Extra scalar terms added to the generator loss (e.g. distillation); each is logged
+        as ``train/g_term/<name>``. ``fake`` is ``module.generator(z)`` with its graph attached."""
+        return {}
+
+    def on_generator_step_end(self, trainer: Trainer, module: "GANModule") -> None:
+        """Called after every generator optimizer step."""
+
+
+def callbacks_with_hook(trainer: Trainer, name: str) -> list[Any]:
+    """The callbacks that implement hook ``name``, in trainer order."""
+    return [cb for cb in trainer.callbacks if callable(getattr(cb, name, None))]

@@ -1,0 +1,55 @@
+"""Every place where gan-lightning reaches into Lightning's private API, in one module.
+
+Each function says what public API was tried first and why it was not enough; the README's
+developer section lists them. Upgrading Lightning means re-checking this file (and the
+private methods GANLightningCLI overrides, listed there too).
+"""
+
+from __future__ import annotations
+
+from pytorch_lightning import Trainer
+from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
+from pytorch_lightning.strategies import DDPStrategy, Strategy
+from pytorch_lightning.utilities import rank_zero_info
+
+
+def built_by_cli() -> bool:
+    """Whether the LightningModule being constructed is being built by LightningCLI, which
+    then stores the networks' class paths in its hyper-parameters. Public alternative tried:
+    inspecting ``save_hyperparameters``' frame, which sees modules, not class paths."""
+    return _given_hyperparameters.get() is not None
+
+
+def find_unused_parameters(strategy: Strategy) -> None:
+    """Turn on DDP's ``find_unused_parameters``: each backward of a GAN uses only one network's
+    parameters, which plain DDP refuses. DDPStrategy takes the flag only in its constructor
+    (public: ``--trainer.strategy ddp_find_unused_parameters_true``, which users forget) and
+    wraps the model after ``setup()``, so this is the last point where it can be set for them."""
+    if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
+        strategy._ddp_kwargs["find_unused_parameters"] = True
+        rank_zero_info("GANModule: DDP set to find_unused_parameters=True (D and G steps use disjoint parameters).")
+
+
+def logging_step(trainer: Trainer) -> int:
+    """The step that Lightning logs the latest scalars against.
+
+    Lightning's x-axis counts batches, while ``trainer.global_step`` counts optimizer steps
+    (``n_critic + 1`` a batch here), so images and tables logged at ``global_step`` would sit
+    ahead of the scalars of the same moment. The counter is private to Lightning's loop
+    (public alternative tried: ``trainer.global_step // (n_critic + 1)``, which breaks when
+    a callback changes n_critic or a run resumes); the last completed batch is one before it.
+    """
+    return max(trainer.fit_loop.epoch_loop._batches_that_stepped - 1, 0)
+
+
+def refresh_training_state(trainer: Trainer) -> None:
+    """After parameters were replaced: new optimizers over them (their moments described the old
+    shapes) and, under DDP, a new wrapper, since DistributedDataParallel registered the old
+    parameters in its gradient buckets. The wrapper's constructor also broadcasts rank 0's
+    weights, so every rank continues from identical ones."""
+    strategy = trainer.strategy
+    strategy.setup_optimizers(trainer)
+    if isinstance(strategy, DDPStrategy) and trainer.world_size > 1:
+        # no public API re-wraps a model mid-fit; this is what DDPStrategy.configure_ddp does
+        strategy.model = strategy._setup_model(strategy.lightning_module)
+        strategy._register_ddp_hooks()

@@ -1,0 +1,340 @@
+"""GANModule: the alternating adversarial update with manual optimization."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
+
+from gan_lightning.compress.profiling import evaluating
+from gan_lightning.compress.pruning import example_input, networks_of
+from gan_lightning.compress.replay import replay_edits
+from gan_lightning.compress.surgery import INPUT_KEY
+from gan_lightning.core.checkpoint import state_dict_mismatches
+from gan_lightning.core.hooks import callbacks_with_hook
+from gan_lightning.core.lightning_private import built_by_cli, find_unused_parameters
+from gan_lightning.core.losses import LossName, get_loss, gradient_penalty, r1_penalty
+from gan_lightning.errors import CheckpointError, ConfigError, NonFiniteLossError
+from gan_lightning.quality.swd import sliced_wasserstein
+
+
+class GANModule(pl.LightningModule):
+    """Trains any generator/discriminator pair with n_critic D steps then one G step per batch.
+
+    Both optimizer steps go through ``manual_backward`` and the Lightning optimizers, so
+    precision plugins, gradient scaling and DDP gradient sync apply. Note that
+    ``trainer.global_step`` counts optimizer steps: one batch is ``n_critic + 1`` steps, so
+    ``--trainer.max_steps`` is in optimizer steps, not batches.
+
+    Args:
+        generator: maps ``(n, z_dim)`` latents to samples; must expose ``z_dim`` unless ``z_dim`` is given.
+        discriminator: maps samples to ``(n,)`` logits.
+        loss: ``bce`` (non-saturating), ``hinge``, ``wasserstein`` or ``lsgan``.
+        n_critic: discriminator steps per batch (each with fresh latents, same real batch); >= 1.
+        gp_weight: weight of the WGAN-GP gradient penalty on interpolates; 0 disables it.
+        r1_weight: weight of the R1 penalty on real samples; 0 disables it.
+        optimizer: ``adam`` or ``rmsprop`` (the original WGAN), for both networks.
+        lr_g: generator learning rate.
+        lr_d: discriminator learning rate.
+        betas: Adam betas for both networks (ignored by rmsprop).
+        ema_decay: if set (e.g. 0.999), keep an exponential moving average of the generator,
+            used for validation and samples; must be in (0, 1).
+        z_dim: latent size, when the generator has no ``z_dim`` attribute.
+        val_num_samples: at most this many validation images per rank are compared with as
+            many generated ones for ``val/swd``.
+        val_seed: seed of the latents used in validation, so epochs are comparable.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: LossName = "bce",
+        n_critic: int = 1,
+        gp_weight: float = 0.0,
+        r1_weight: float = 0.0,
+        optimizer: Literal["adam", "rmsprop"] = "adam",
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        ema_decay: Optional[float] = None,
+        z_dim: Optional[int] = None,
+        val_num_samples: int = 1024,
+        val_seed: int = 1234,
+    ) -> None:
+        super().__init__()
+        if n_critic < 1:
+            raise ConfigError(f"--model.n_critic must be an integer >= 1, got {n_critic}")
+        if gp_weight < 0 or r1_weight < 0:
+            raise ConfigError(f"--model.gp_weight and --model.r1_weight must be >= 0, got {gp_weight} and {r1_weight}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"--model.ema_decay must be in (0, 1) or null, got {ema_decay}")
+        if lr_g <= 0 or lr_d <= 0:
+            raise ConfigError(f"--model.lr_g and --model.lr_d must be > 0, got {lr_g} and {lr_d}")
+        # Under LightningCLI the hparams hold the networks' class paths and init args, which is
+        # what load_from_checkpoint needs; built from Python they would be whole modules, which
+        # the state_dict already stores.
+        from_cli = built_by_cli()
+        self.save_hyperparameters(ignore=[] if from_cli else ["generator", "discriminator"])
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.adversarial = get_loss(loss)
+        self.z_dim = z_dim if z_dim is not None else getattr(generator, "z_dim", None)
+        if not isinstance(self.z_dim, int) or self.z_dim < 1:
+            raise ConfigError(
+                f"{type(generator).__name__} has no integer z_dim attribute: set --model.z_dim to its latent size"
+            )
+        self.generator_ema: Optional[nn.Module] = None
+        if ema_decay is not None:
+            self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
+        self._val_real: list[torch.Tensor] = []
+        # Units kept by structured pruning, per network and layer (see gan_lightning.compress.pruning);
+        # saved in checkpoints so that a fresh process can rebuild the smaller networks.
+        self.structure: dict[str, dict[str, list[int]]] = {}
+        # Ranks of layers replaced by low-rank factors, as {"generator.<layer>": rank} (see
+        # gan_lightning.compress.lowrank); saved as checkpoint["lowrank"], apart from the pruning record.
+        self.lowrank: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator used for samples and validation: the EMA copy when enabled."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def sample_z(self, n: int, seed: Optional[int] = None) -> torch.Tensor:
+        if seed is None:
+            return torch.randn(n, self.z_dim, device=self.device)
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(n, self.z_dim, generator=g).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, n: int, seed: Optional[int] = None, chunk: int = 500) -> torch.Tensor:
+        """``n`` samples from the sampling generator in eval mode, ``chunk`` at a time to bound
+        memory; the same seed gives the same latents."""
+        g = self.sampling_generator
+        with evaluating(g):
+            return torch.cat([g(z).float() for z in self.sample_z(n, seed).split(chunk)])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.sampling_generator(z)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "sample_shape", None) is not None:
+            self.check_sample_shape(tuple(datamodule.sample_shape))
+        find_unused_parameters(self.trainer.strategy)
+
+    @torch.no_grad()
+    def check_sample_shape(self, expected: tuple[int, ...]) -> None:
+        """Refuse, with one sentence, networks that cannot make or judge samples of this shape."""
+        hint = (
+            "use 2-D networks such as configs/gmm_ring.yaml (MLPs with out_shape/in_shape [2])"
+            if len(expected) == 1
+            else "make --model.generator.init_args and --model.discriminator.init_args (image_size, channels,"
+            " out_shape/in_shape) match --data (image_size, channels)"
+        )
+        # eval(): a probe must not move BatchNorm's running statistics
+        modes = (self.generator.training, self.discriminator.training)
+        self.generator.eval(), self.discriminator.eval()
+        try:
+            produced = tuple(self.generator(torch.zeros(2, self.z_dim, device=self.device)).shape[1:])
+            if produced != expected:
+                raise ConfigError(f"the generator makes samples of shape {produced} but the data has {expected}: {hint}")
+            try:
+                judged = tuple(self.discriminator(torch.zeros(2, *expected, device=self.device)).shape)
+            except RuntimeError as exc:
+                raise ConfigError(f"the discriminator cannot take samples of shape {expected} ({exc}): {hint}") from exc
+            if judged != (2,):
+                raise ConfigError(f"the discriminator must return one logit per sample, shape (n,), but returned {judged}")
+        finally:
+            self.generator.train(modes[0]), self.discriminator.train(modes[1])
+
+    def configure_optimizers(self):
+        def build(params, lr):
+            if self.hparams.optimizer == "rmsprop":
+                return torch.optim.RMSprop(params, lr=lr)
+            return torch.optim.Adam(params, lr=lr, betas=tuple(self.hparams.betas))
+
+        return build(self.generator.parameters(), self.hparams.lr_g), build(
+            self.discriminator.parameters(), self.hparams.lr_d
+        )
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real = batch[0] if isinstance(batch, (tuple, list)) else batch
+        for cb in callbacks_with_hook(self.trainer, "transform_real_batch"):
+            real = cb.transform_real_batch(self.trainer, self, real)
+        opt_g, opt_d = self.optimizers()
+        n = real.shape[0]
+
+        for _ in range(self.hparams.n_critic):
+            d_logs = self._discriminator_step(opt_d, real)
+            for cb in callbacks_with_hook(self.trainer, "on_discriminator_step_end"):
+                cb.on_discriminator_step_end(self.trainer, self)
+
+        # A fake made during the D step cannot be reused here: toggle_optimizer switched the
+        # generator's requires_grad off, so it carries no graph back to G.
+        self.toggle_optimizer(opt_g)
+        z = self.sample_z(n)
+        fake = self.generator(z)
+        g_adv = self.adversarial.generator(self.discriminator(fake))
+        terms: dict[str, torch.Tensor] = {}
+        for cb in callbacks_with_hook(self.trainer, "generator_loss_terms"):
+            terms.update(cb.generator_loss_terms(self.trainer, self, z, fake))
+        g_loss = g_adv + sum(terms.values())
+        self._refuse_non_finite("train/g_loss", g_loss)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        for cb in callbacks_with_hook(self.trainer, "on_generator_step_end"):
+            cb.on_generator_step_end(self.trainer, self)
+        # after the hooks, so that the average follows the generator as they left it (clipped, masked)
+        self._update_ema()
+
+        # Every self.log call costs about a millisecond, several percent of a small GAN's step,
+        # so parts equal to their total are not logged again.
+        self.log_dict({"train/d_loss": d_logs.pop("train/d_loss"), "train/g_loss": g_loss.detach()}, prog_bar=True, batch_size=n)
+        logs = {**d_logs, **{f"train/g_term/{k}": v.detach() for k, v in terms.items()}}
+        if terms:
+            logs["train/g_adv"] = g_adv.detach()
+        self.log_dict(logs, batch_size=n)
+
+    def _discriminator_step(self, opt_d, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            fake = self.generator(self.sample_z(real.shape[0]))
+        self.toggle_optimizer(opt_d)
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
+        d_adv = self.adversarial.discriminator(d_real, d_fake)
+        d_loss = d_adv
+        logs = {"train/d_real": d_real.detach().float().mean(), "train/d_fake": d_fake.detach().float().mean()}
+        if self.hparams.gp_weight > 0:
+            gp = gradient_penalty(self.discriminator, real, fake)
+            d_loss = d_loss + self.hparams.gp_weight * gp
+            logs["train/d_gp"] = gp.detach()
+        if self.hparams.r1_weight > 0:
+            r1 = r1_penalty(self.discriminator, real)
+            d_loss = d_loss + self.hparams.r1_weight * r1
+            logs["train/d_r1"] = r1.detach()
+        self._refuse_non_finite("train/d_loss", d_loss)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        if self.hparams.gp_weight > 0 or self.hparams.r1_weight > 0:  # else d_adv is d_loss
+            logs["train/d_adv"] = d_adv.detach()
+        return {**logs, "train/d_loss": d_loss.detach()}
+
+    def _refuse_non_finite(self, name: str, loss: torch.Tensor) -> None:
+        # Checked before backward so the weights are still the last finite ones; reduced across
+        # ranks so that all ranks stop together instead of one deadlocking the others.
+        bad = self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False)
+        if not bad:
+            return
+        # a callback that writes a rescue checkpoint on exceptions says where (callbacks.interrupt)
+        saved = [p for cb in self.trainer.callbacks if (p := getattr(cb, "rescue_checkpoint_path", None))]
+        where = f"saved to {saved[0]}" if saved else "left unchanged in memory"
+        raise NonFiniteLossError(
+            f"{name} became {loss.item()} at epoch {self.current_epoch}, batch {self.trainer.fit_loop.batch_idx}; the"
+            f" weights from before this step are {where}: lower --model.lr_g/--model.lr_d, add --model.gp_weight, or"
+            " try --model.loss hinge"
+        )
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        decay = self.hparams.ema_decay
+        for ema_p, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
+        for ema_b, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            ema_b.copy_(b)
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_real = []
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        real = batch[0] if isinstance(batch, (tuple, list)) else batch
+        kept = sum(r.shape[0] for r in self._val_real)
+        if kept < self.hparams.val_num_samples:
+            self._val_real.append(real[: self.hparams.val_num_samples - kept].float())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_real:
+            return
+        real = torch.cat(self._val_real)
+        # Each rank sees its own shard; offsetting the seed by rank keeps fakes independent too.
+        fake = self.generate(real.shape[0], seed=self.hparams.val_seed + self.global_rank)
+        swd = sliced_wasserstein(real, fake, seed=self.hparams.val_seed)
+        self.log("val/swd", swd, sync_dist=True, prog_bar=True)
+        self._val_real = []
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_mismatch(self, checkpoint: dict[str, Any]) -> Optional[str]:
+        """Why ``checkpoint`` cannot be loaded into this model, or None when it can.
+
+        A checkpoint without EMA weights is adapted in place when this model keeps an EMA: the
+        average starts from the checkpoint's generator.
+        """
+        self.adopt_structure(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        saved_ema = any(k.startswith("generator_ema.") for k in state)
+        if self.generator_ema is not None and not saved_ema:
+            state.update({"generator_ema." + k[len("generator.") :]: v.clone() for k, v in list(state.items()) if k.startswith("generator.")})
+            rank_zero_info("The checkpoint has no EMA generator: the EMA starts from its generator.")
+        elif self.generator_ema is None and saved_ema:
+            decay = checkpoint.get("hyper_parameters", {}).get("ema_decay")
+            return f"the checkpoint holds an EMA generator but --model.ema_decay is null: resume with --model.ema_decay {decay}"
+        problems = state_dict_mismatches(state, self.state_dict())
+        if problems:
+            return (
+                "the checkpoint was saved from a different architecture than the configured model ("
+                + "; ".join(problems)
+                + "): resume with the generator/discriminator settings it was trained with"
+            )
+        return None
+
+    def adopt_structure(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild this (freshly built) model in the pruned and factorized shapes the checkpoint
+        was saved with (shapes only: the state_dict fills the weights); a model already in
+        those shapes is left as it is."""
+        structure, ranks = checkpoint.get("structure", {}), checkpoint.get("lowrank", {})
+        for network in ("generator", "discriminator"):
+            record = structure.get(network, {})
+            own_ranks = {k[len(network) + 1 :]: int(r) for k, r in ranks.items() if k.startswith(network + ".")}
+            if not record and not own_ranks:
+                continue
+            example = example_input(self, network)
+            for net in networks_of(self, network):
+                replay_edits(net, example, record, own_ranks)
+            if network == "generator" and INPUT_KEY in record:
+                self.z_dim = len(record[INPUT_KEY])
+            if record:
+                self.structure[network] = {k: list(v) for k, v in record.items()}
+        if self.generator_ema is not None:
+            self.generator_ema.requires_grad_(False)  # factors built by the replay start trainable
+        self.lowrank.update({k: int(v) for k, v in ranks.items()})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.structure:
+            checkpoint["structure"] = self.structure
+        if self.lowrank:
+            checkpoint["lowrank"] = self.lowrank
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        problem = self.checkpoint_mismatch(checkpoint)
+        if problem:
+            raise CheckpointError(problem)
+        # load_from_checkpoint builds the networks outside LightningCLI, so this model's hparams
+        # lack their class paths; without them a checkpoint saved from it could not be loaded.
+        saved = checkpoint.get("hyper_parameters", {})
+        for key in ("generator", "discriminator", "_instantiator"):
+            if key in saved and key not in self.hparams:
+                self.hparams[key] = saved[key]

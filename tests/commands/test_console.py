@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from importlib import import_module
+
+import pytest
+
+from gan_lightning.commands.console import run
+from gan_lightning.errors import ConfigError
+from tests.helpers import REPO
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+
+def test_a_project_error_anywhere_in_the_cause_chain_is_one_line_and_exit_2(capsys):
+    def wrapped():
+        try:
+            raise ConfigError("--x must be 1")
+        except ConfigError as exc:
+            raise ValueError("jsonargparse: problem instantiating") from exc
+
+    assert run(wrapped) == 2
+    assert capsys.readouterr().err == "error: --x must be 1\n"
+
+
+def test_other_errors_keep_their_traceback_unless_named(capsys):
+    def bug():
+        raise KeyError("oops")
+
+    with pytest.raises(KeyError):
+        run(bug)
+    assert run(bug, also=(KeyError,)) == 2 and capsys.readouterr().err == "error: 'oops'\n"
+    assert run(lambda: None) == 0
+
+
+def test_every_console_script_names_a_command_main():
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"gan-lightning-train", "gan-lightning-evaluate", "gan-lightning-export"}
+    for target in scripts.values():
+        module, _, func = target.partition(":")
+        assert module.startswith("gan_lightning.commands.") and callable(getattr(import_module(module), func))
