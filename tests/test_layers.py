@@ -122,3 +122,8 @@ def test_the_front_door_resolves_its_names_on_first_use_and_refuses_others():
         "try:\n    gan_lightning.nope\nexcept AttributeError as e:\n    print(e)\n"
     )
     assert out.splitlines() == ["False gan_lightning.core.module True", "module 'gan_lightning' has no attribute 'nope'"]
+
+
+def test_the_datamodules_import_only_the_leaves_of_gan_lightning():
+    code = "import sys, datamodules\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('gan_lightning'))))"
+    assert set(run_python(code).split()) <= {"gan_lightning", *LEAVES}
