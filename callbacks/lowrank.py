@@ -13,6 +13,7 @@ in ``gan_lightning.compress`` (lowrank, profiling), the report in ``callbacks/co
 
 from __future__ import annotations
 
+import copy
 from typing import Literal, Optional
 
 from pytorch_lightning import Trainer
@@ -24,7 +25,7 @@ from gan_lightning.compress.lowrank import PLAN_COLUMNS, LowRank, RankMode, cand
 from gan_lightning.compress.profiling import output_layer
 from gan_lightning.compress.pruning import example_input
 from gan_lightning.compress.schedules import event_epoch
-from gan_lightning.core.lightning_private import logging_step, refresh_training_state
+from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
 from gan_lightning.errors import ConfigError
 
@@ -171,10 +172,12 @@ class LowRankFactorization(CompressionCallback):
                 f" rank_value {self.rank_value}; nothing was factorized"
             )
         else:
+            previous = copy.deepcopy(module.sampling_generator)
             factorize_module(module, ranks)
             # new parameters: new optimizer moments, and under DDP a new wrapper (it also
             # broadcasts rank 0's factors, so SVD round-off cannot split the ranks)
-            refresh_training_state(trainer)
+            for net in sorted({key.split(".", 1)[0] for key in ranks}, reverse=True):  # generator first
+                module.architecture_changed(net, previous if net == "generator" else None)
         summary = report_event(
             trainer, module, "lowrank", before, self.report_dense(module), self.metric_name, self.fidelity,
             self.latency_batch, self.history,

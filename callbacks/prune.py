@@ -374,7 +374,10 @@ class Prune(CompressionCallback):
         real, _ = stack_samples(Subset(data.train_set, index))
         return [b.to(module.device) for b in real.split(self.calibration_batch_size)]
 
-    def _execute(self, trainer: Trainer, module, decision: PruneDecision, physical: bool = True) -> None:
+    def _execute(self, trainer: Trainer, module, decision: PruneDecision, physical: bool = True, previous: Optional[torch.nn.Module] = None) -> None:
+        """Apply a decision: masks, and cuts (``physical``) or zeroed units (a dynamic trial).
+        ``previous``: the sampling generator before this event, for callbacks that keep it
+        (distillation's teacher); by default a copy taken here, before the cut."""
         if decision.masks:
             self.masks.update(decision.masks)
             for net in NETWORKS:
@@ -382,13 +385,16 @@ class Prune(CompressionCallback):
         cuts = dict(decision.keep)
         if decision.inputs is not None:  # latent dimensions are cut from the generator
             cuts.setdefault("generator", {})
+        if physical and "generator" in cuts and previous is None:
+            previous = copy.deepcopy(module.sampling_generator)
         for net, keep in cuts.items():
             inputs = decision.inputs if net == "generator" else None
             (cut_units if physical else zero_units)(module, net, keep, inputs)
         if physical and cuts:
             if decision.inputs is not None:
                 self._drop_input_columns_of_masks(module, decision.inputs)
-            refresh_training_state(trainer)
+            for net in cuts:
+                module.architecture_changed(net, previous if net == "generator" else None)
 
     def _drop_input_columns_of_masks(self, module, inputs: torch.Tensor) -> None:
         first = f"generator.{trace(module.generator, example_input(module, 'generator')).input_layer}.weight"
@@ -451,7 +457,11 @@ class Prune(CompressionCallback):
         # the trial network has the pre-step shapes (its removed units are only zeroed), so it
         # stands in for "before" in the latency comparison
         before = Before(copy.deepcopy(module.generator), module.z_dim, self.trial["before_metric"])
-        self._execute(trainer, module, dataclasses.replace(decision, masks={}))  # the masks were applied for the trial
+        # the sampling generator as it was before the trial zeroed units (same shapes as now)
+        prefix = "generator_ema." if module.generator_ema is not None else "generator."
+        previous = copy.deepcopy(module.sampling_generator)
+        previous.load_state_dict({k[len(prefix) :]: v for k, v in self.trial["state"].items() if k.startswith(prefix)})
+        self._execute(trainer, module, dataclasses.replace(decision, masks={}), previous=previous)  # the masks were applied for the trial
         self._recalibrate(module)
         self.trial = None
         self._report(trainer, module, before, after_metric=value)

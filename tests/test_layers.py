@@ -20,12 +20,13 @@ ROOMS = {
     "gan_lightning.networks": (("gan_lightning.errors",), ()),
     "gan_lightning.compress": (("gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "torch_fidelity", "jsonargparse")),
     "gan_lightning.quality": (("gan_lightning.quality", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse")),
+    "gan_lightning.distill": (("gan_lightning.distill", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse")),
     "gan_lightning.core": (("gan_lightning.core", "gan_lightning.compress", "gan_lightning.quality", *LEAVES), ()),
-    "callbacks": (("callbacks", "gan_lightning.core", "gan_lightning.compress", "gan_lightning.quality", *LEAVES), ()),
+    "callbacks": (("callbacks", "gan_lightning.core", "gan_lightning.compress", "gan_lightning.quality", "gan_lightning.distill", *LEAVES), ()),
     "gan_lightning.commands": (OURS, ()),
     "datamodules": (("datamodules", *LEAVES), ()),
 }
-PLUG_INS = ("callbacks.clip", "callbacks.grad_norm", "callbacks.lowrank", "callbacks.prune")
+PLUG_INS = ("callbacks.clip", "callbacks.distill", "callbacks.grad_norm", "callbacks.lowrank", "callbacks.prune")
 
 
 def module_name(path: Path) -> str:

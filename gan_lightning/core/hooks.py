@@ -12,23 +12,34 @@ Order inside one training batch::
         discriminator step
         on_discriminator_step_end()
     fake = G(z)
-    g_loss = adversarial + sum(generator_loss_terms(z, fake).values())
+    g_loss = prod(adversarial_weight()) * adversarial + sum(generator_loss_terms(z, fake).values())
     generator step
     on_generator_step_end()
     EMA update (if on), from the generator as the hooks left it
+
+And whenever a callback replaces layers of a network (structured pruning, low-rank
+factorization), it calls ``GANModule.architecture_changed``, which runs
+``on_architecture_changed`` on every callback (e.g. distillation re-attaches its feature taps
+and resizes its adapters) and then rebuilds the optimizers (and the DDP wrapper) over the new
+parameters. Modules that train with the generator but are not part of it (distillation
+adapters) live in ``GANModule.auxiliary``, which the generator's optimizer includes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from pytorch_lightning import Callback, Trainer
+from torch import nn
 
 if TYPE_CHECKING:
     from gan_lightning.core.module import GANModule
 
-HOOK_NAMES = ("transform_real_batch", "on_discriminator_step_end", "generator_loss_terms", "on_generator_step_end")
+HOOK_NAMES = (
+    "transform_real_batch", "on_discriminator_step_end", "adversarial_weight", "generator_loss_terms", "on_generator_step_end",
+    "on_architecture_changed",
+)
 
 
 class GANCallback(Callback):
@@ -41,6 +52,11 @@ class GANCallback(Callback):
     def on_discriminator_step_end(self, trainer: Trainer, module: "GANModule") -> None:
         """Called after every discriminator optimizer step (e.g. weight clipping, mask re-application)."""
 
+    def adversarial_weight(self, trainer: Trainer, module: "GANModule") -> float:
+        """Factor on the generator's adversarial loss; the factors of all callbacks multiply
+        (e.g. 0 to train the generator from distillation terms alone)."""
+        return 1.0
+
     def generator_loss_terms(
         self, trainer: Trainer, module: "GANModule", z: torch.Tensor, fake: torch.Tensor
     ) -> dict[str, torch.Tensor]:
@@ -50,6 +66,12 @@ class GANCallback(Callback):
 
     def on_generator_step_end(self, trainer: Trainer, module: "GANModule") -> None:
         """Called after every generator optimizer step."""
+
+    def on_architecture_changed(self, trainer: Trainer, module: "GANModule", network: str, previous: Optional[nn.Module]) -> None:
+        """Called after layers of ``network`` (``generator`` or ``discriminator``) were replaced or
+        resized, before the optimizers are rebuilt: re-attach hooks, resize modules in
+        ``module.auxiliary``. ``previous`` is a copy of the sampling generator (the EMA copy
+        when there is one) from before the change, when the generator changed; else None."""
 
 
 def callbacks_with_hook(trainer: Trainer, name: str) -> list[Any]:

@@ -16,7 +16,7 @@ from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.checkpoint import state_dict_mismatches
 from gan_lightning.core.hooks import callbacks_with_hook
-from gan_lightning.core.lightning_private import built_by_cli, find_unused_parameters
+from gan_lightning.core.lightning_private import built_by_cli, find_unused_parameters, refresh_training_state
 from gan_lightning.core.losses import LossName, get_loss, gradient_penalty, r1_penalty
 from gan_lightning.errors import CheckpointError, ConfigError, NonFiniteLossError
 from gan_lightning.quality.swd import sliced_wasserstein
@@ -99,6 +99,9 @@ class GANModule(pl.LightningModule):
         # Ranks of layers replaced by low-rank factors, as {"generator.<layer>": rank} (see
         # gan_lightning.compress.lowrank); saved as checkpoint["lowrank"], apart from the pruning record.
         self.lowrank: dict[str, int] = {}
+        # Modules that train with the generator without being part of it (distillation adapters):
+        # in the generator's optimizer and under DDP, saved with the model, never exported.
+        self.auxiliary = nn.ModuleDict()
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -161,7 +164,7 @@ class GANModule(pl.LightningModule):
                 return torch.optim.RMSprop(params, lr=lr)
             return torch.optim.Adam(params, lr=lr, betas=tuple(self.hparams.betas))
 
-        return build(self.generator.parameters(), self.hparams.lr_g), build(
+        return build([*self.generator.parameters(), *self.auxiliary.parameters()], self.hparams.lr_g), build(
             self.discriminator.parameters(), self.hparams.lr_d
         )
 
@@ -184,10 +187,13 @@ class GANModule(pl.LightningModule):
         z = self.sample_z(n)
         fake = self.generator(z)
         g_adv = self.adversarial.generator(self.discriminator(fake))
+        adv_weight = 1.0
+        for cb in callbacks_with_hook(self.trainer, "adversarial_weight"):
+            adv_weight *= float(cb.adversarial_weight(self.trainer, self))
         terms: dict[str, torch.Tensor] = {}
         for cb in callbacks_with_hook(self.trainer, "generator_loss_terms"):
             terms.update(cb.generator_loss_terms(self.trainer, self, z, fake))
-        g_loss = g_adv + sum(terms.values())
+        g_loss = (g_adv if adv_weight == 1.0 else adv_weight * g_adv) + sum(terms.values())
         self._refuse_non_finite("train/g_loss", g_loss)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
@@ -276,6 +282,15 @@ class GANModule(pl.LightningModule):
         self.log("val/swd", swd, sync_dist=True, prog_bar=True)
         self._val_real = []
 
+    # ------------------------------------------------------------------ compression
+    def architecture_changed(self, network: str, previous: Optional[nn.Module] = None) -> None:
+        """Tell every callback that layers of ``network`` were replaced (``on_architecture_changed``),
+        then rebuild the optimizers over the new parameters (and, under DDP, the wrapper).
+        ``previous``: a copy of the sampling generator from before a generator change."""
+        for cb in callbacks_with_hook(self.trainer, "on_architecture_changed"):
+            cb.on_architecture_changed(self.trainer, self, network, previous)
+        refresh_training_state(self.trainer)
+
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_mismatch(self, checkpoint: dict[str, Any]) -> Optional[str]:
         """Why ``checkpoint`` cannot be loaded into this model, or None when it can.
@@ -292,7 +307,8 @@ class GANModule(pl.LightningModule):
         elif self.generator_ema is None and saved_ema:
             decay = checkpoint.get("hyper_parameters", {}).get("ema_decay")
             return f"the checkpoint holds an EMA generator but --model.ema_decay is null: resume with --model.ema_decay {decay}"
-        problems = state_dict_mismatches(state, self.state_dict())
+        # auxiliary modules belong to the callbacks that attach them (and check them)
+        problems = state_dict_mismatches({k: v for k, v in state.items() if not k.startswith("auxiliary.")}, self.state_dict())
         if problems:
             return (
                 "the checkpoint was saved from a different architecture than the configured model ("
@@ -332,6 +348,12 @@ class GANModule(pl.LightningModule):
         problem = self.checkpoint_mismatch(checkpoint)
         if problem:
             raise CheckpointError(problem)
+        # Auxiliary modules no callback attached (e.g. loading for evaluation or export) are
+        # training state only: dropped rather than refused.
+        own = self.state_dict()
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("auxiliary.") and k not in own]:
+            del state[key]
         # load_from_checkpoint builds the networks outside LightningCLI, so this model's hparams
         # lack their class paths; without them a checkpoint saved from it could not be loaded.
         saved = checkpoint.get("hyper_parameters", {})

@@ -1,0 +1,326 @@
+"""distill: train the compressed generator (the student) to match its dense teacher.
+
+The teacher is, by default, the sampling generator (the EMA copy when there is one) as it was
+just before a compression callback (prune, lowrank) first changed the generator's layers:
+the ``on_architecture_changed`` GAN hook hands it over, so this callback imports no other
+callback. ``--distill.teacher_ckpt PATH`` takes the teacher from a train.py checkpoint
+instead; the student is then whatever generator the run trains (a compressed one, or a
+smaller ``--model.generator`` trained from the teacher alone).
+
+Loss terms, each with its weight, added to the generator's loss through
+``generator_loss_terms`` and logged as ``train/g_term/distill_*``: output reconstruction on
+the same latents, intermediate features at named layers (through learned adapters where
+shapes differ: 1x1 convolutions or Linears that live in ``GANModule.auxiliary``, train in the
+generator's optimizer and are never exported), kernel alignment (CAT, no adapters) and a
+perceptual term on discriminator features. The adversarial term is kept, scaled by
+``gan_weight``. The math is in :mod:`gan_lightning.distill`.
+
+The teacher is frozen (eval mode, no gradients, never in an optimizer) and saved in this
+callback's state with a hash of its weights, so ``--ckpt_path`` resumes with the same teacher.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
+
+import torch
+from pytorch_lightning import Trainer
+from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
+
+from callbacks.registry import register
+from gan_lightning.compress.profiling import evaluating
+from gan_lightning.compress.replay import replay_edits
+from gan_lightning.compress.storage import build_generator
+from gan_lightning.compress.surgery import INPUT_KEY
+from gan_lightning.core.checkpoint import read_checkpoint
+from gan_lightning.core.hooks import GANCallback
+from gan_lightning.distill.losses import OutputLoss, adapter, adapter_key, alignment_loss, feature_loss, output_loss, perceptual_loss
+from gan_lightning.distill.taps import FeatureTaps, check_layers, default_feature_layers
+from gan_lightning.errors import CheckpointError, ConfigError
+
+AUXILIARY = "distill"  # the key of the adapters in GANModule.auxiliary
+
+
+def weights_hash(network: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@contextmanager
+def frozen_batchnorm_statistics(network: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave BatchNorm's running statistics as they were (momentum 0),
+    while still normalizing with the batch's own statistics as training does."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
+def _spec_of(hparams) -> Optional[dict[str, Any]]:
+    spec = hparams.get("generator") if hparams is not None else None
+    if isinstance(spec, dict) and isinstance(spec.get("class_path"), str):
+        return {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
+    return None
+
+
+@register("distill")
+class Distill(GANCallback):
+    """Distils the dense teacher into the compressed (or smaller) generator.
+
+    Args:
+        teacher_ckpt: a train.py checkpoint whose sampling generator is the teacher; default:
+            the generator just before a compression callback first changes it.
+        output_loss: ``l1`` (default, as GAN Compression) or ``mse`` between student and
+            teacher samples of the same latents.
+        output_weight: weight of the output term (>= 0).
+        feature_weight: weight of the intermediate-feature term (>= 0; 0 turns taps off).
+        feature_layers: generator module paths whose outputs are matched; default: its hidden
+            activations (after each block), e.g. ``[stem.2, blocks.2]`` for the bundled DCGAN.
+        alignment_weight: weight of the kernel-alignment term on the same layers (>= 0).
+        perceptual_weight: weight of the L1 between discriminator features of student and
+            teacher samples (>= 0).
+        perceptual_layers: discriminator module paths for the perceptual term; default: its
+            hidden activations.
+        gan_weight: factor on the adversarial term while distilling (0 turns it off).
+    """
+
+    option_group = "distill"
+    STATE = ("teacher", "adapter_shapes")
+
+    def __init__(
+        self,
+        teacher_ckpt: Optional[str] = None,
+        output_loss: OutputLoss = "l1",
+        output_weight: float = 1.0,
+        feature_weight: float = 1.0,
+        feature_layers: Optional[list[str]] = None,
+        alignment_weight: float = 0.0,
+        perceptual_weight: float = 0.0,
+        perceptual_layers: Optional[list[str]] = None,
+        gan_weight: float = 1.0,
+    ) -> None:
+        weights = {"output_weight": output_weight, "feature_weight": feature_weight, "alignment_weight": alignment_weight,
+                   "perceptual_weight": perceptual_weight, "gan_weight": gan_weight}
+        for flag, value in weights.items():
+            if not value >= 0:
+                raise ConfigError(f"--distill.{flag} must be a number >= 0, got {value}")
+        if output_loss not in ("l1", "mse"):
+            raise ConfigError(f"--distill.output_loss must be l1 or mse, got {output_loss!r}")
+        self.teacher_ckpt = teacher_ckpt
+        self.output_loss = output_loss
+        self.weights = weights
+        self.feature_layers = feature_layers
+        self.perceptual_layers = perceptual_layers
+        # --- state: the teacher's record (spec, edits, weights, hash) and the adapters' shapes
+        self.teacher: Optional[dict[str, Any]] = None
+        self.adapter_shapes: dict[str, list[list[int]]] = {}
+        # --- runtime only
+        self.teacher_net: Optional[nn.Module] = None
+        self._taps: dict[str, FeatureTaps] = {}
+        self._latents: Optional[torch.Tensor] = None
+        self._stale = False  # the taps hook an older teacher object
+
+    # ------------------------------------------------------------------ checks
+    @property
+    def tap_weight(self) -> float:
+        return self.weights["feature_weight"] + self.weights["alignment_weight"]
+
+    def check_setup(self, trainer: Trainer, module, datamodule) -> None:
+        """Refuse, before training, settings that cannot work with this model and trainer."""
+        if self.feature_layers is not None:
+            check_layers(module.generator, self.feature_layers, "--distill.feature_layers")
+        if self.perceptual_layers is not None:
+            check_layers(module.discriminator, self.perceptual_layers, "--distill.perceptual_layers")
+        compressing = [cb for cb in trainer.callbacks if "generator" in (getattr(cb, "scoped", None) or ())]
+        if self.teacher_ckpt is None and not compressing:
+            raise ConfigError(
+                "--callbacks distill needs a teacher: switch on a compression callback that changes the generator"
+                " (--callbacks prune,distill or lowrank,distill) or give --distill.teacher_ckpt PATH"
+            )
+        if self.teacher_ckpt is not None and self.teacher_net is None:
+            self._load_teacher_checkpoint(module)
+
+    def _load_teacher_checkpoint(self, module) -> None:
+        from gan_lightning.core.module import GANModule  # the core, not another callback
+
+        path = self.teacher_ckpt
+        checkpoint = read_checkpoint(path)
+        spec = _spec_of(checkpoint.get("hyper_parameters"))
+        if spec is None:
+            raise ConfigError(f"--distill.teacher_ckpt {path} holds no generator class path; give a checkpoint written by train.py")
+        try:
+            teacher = GANModule.load_from_checkpoint(path, map_location="cpu").sampling_generator
+        except Exception as exc:
+            raise CheckpointError(f"--distill.teacher_ckpt {path} cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        self._check_teacher(teacher, module, f"--distill.teacher_ckpt {path}")
+        ranks = {k.split(".", 1)[1]: int(r) for k, r in checkpoint.get("lowrank", {}).items() if k.startswith("generator.")}
+        self._adopt_teacher(teacher, spec, checkpoint.get("structure", {}).get("generator", {}), ranks, str(path))
+
+    def _check_teacher(self, teacher: nn.Module, module, where: str) -> None:
+        """The teacher must take the student's latents (or a superset of them) and make samples
+        of the student's shape."""
+        teacher_z = getattr(teacher, "z_dim", None)
+        if not isinstance(teacher_z, int):
+            raise ConfigError(f"{where}: the teacher generator has no integer z_dim attribute")
+        index = self._latent_index(module)
+        if int(index.max()) >= teacher_z:
+            raise ConfigError(f"{where}: the teacher takes {teacher_z} latent dimensions, fewer than the student's {int(index.max()) + 1}: distil from a generator of the same --model.z_dim")
+        with torch.no_grad(), evaluating(teacher, module.generator):
+            made = tuple(teacher(torch.zeros(2, teacher_z)).shape[1:])
+            wanted = tuple(module.generator(torch.zeros(2, module.z_dim, device=module.device)).shape[1:])
+        if made != wanted:
+            raise ConfigError(f"{where}: the teacher makes samples of shape {made} but the student makes {wanted}: use a teacher trained on the same data")
+
+    @staticmethod
+    def _latent_index(module) -> torch.Tensor:
+        """For each of the student's latent dimensions, its index in the original (teacher's) z."""
+        kept = module.structure.get("generator", {}).get(INPUT_KEY)
+        return torch.tensor(kept if kept is not None else range(module.z_dim), dtype=torch.long)
+
+    # ------------------------------------------------------------------ the teacher
+    def _adopt_teacher(self, teacher: nn.Module, spec, structure, ranks, source: str) -> None:
+        teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
+        self.teacher = {
+            "spec": spec, "structure": {k: list(v) for k, v in structure.items()}, "ranks": dict(ranks),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in teacher.state_dict().items()},
+            "z_dim": int(teacher.z_dim), "source": source, "sha256": weights_hash(teacher),
+        }
+        self.teacher_net = teacher
+        rank_zero_info(f"distill: teacher from {source} ({sum(p.numel() for p in teacher.parameters()):,} parameters)")
+
+    def _rebuild_teacher(self) -> nn.Module:
+        """The saved teacher, rebuilt from its class path, its recorded edits and its weights."""
+        record = self.teacher
+        if record.get("spec") is None:
+            raise CheckpointError("the distill callback's saved teacher has no generator class path (the run was not built by train.py), so it cannot be rebuilt")
+        teacher = build_generator(record["spec"])
+        build_z = record["spec"]["init_args"].get("z_dim", getattr(teacher, "z_dim", None))
+        replay_edits(teacher, torch.zeros(2, build_z), record["structure"], record["ranks"])
+        teacher.load_state_dict(record["state_dict"])
+        teacher.z_dim = record["z_dim"]
+        teacher = teacher.eval().requires_grad_(False)
+        if weights_hash(teacher) != record["sha256"]:
+            raise CheckpointError("the distill callback's saved teacher does not match its hash: the checkpoint is corrupted")
+        return teacher
+
+    # ------------------------------------------------------------------ taps and adapters
+    def _attach(self, module) -> None:
+        """(Re)attach the feature taps by path and size the adapters to the current student."""
+        self._stale = False
+        for taps in self._taps.values():
+            taps.remove()
+        self._taps = {}
+        teacher = self.teacher_net.to(module.device)
+        if self.tap_weight > 0:
+            layers = self.feature_layers if self.feature_layers is not None else default_feature_layers(module.generator)
+            self._taps["student"] = FeatureTaps(module.generator, layers)
+            self._taps["teacher"] = FeatureTaps(teacher, layers)
+        if self.weights["perceptual_weight"] > 0:
+            layers = self.perceptual_layers if self.perceptual_layers is not None else default_feature_layers(module.discriminator)
+            self._taps["discriminator"] = FeatureTaps(module.discriminator, layers)
+        self._latents = self._latent_index(module).to(module.device)
+        if self.weights["feature_weight"] > 0:
+            with torch.no_grad(), evaluating(module.generator, teacher):
+                z = torch.zeros(2, module.z_dim, device=module.device)
+                module.generator(z)
+                teacher(self._teacher_latents(z, teacher))
+            student, target = self._taps["student"].collect(), self._taps["teacher"].collect()
+            shapes = {p: [list(s.shape), list(target[p].shape)] for p, s in student.items() if s.shape != target[p].shape}
+            if shapes != self.adapter_shapes or AUXILIARY not in module.auxiliary:
+                # new shapes: new adapters (a resumed run gets its saved ones from the checkpoint)
+                adapters = nn.ModuleDict({adapter_key(p): adapter(torch.Size(s), torch.Size(t)) for p, (s, t) in shapes.items()})
+                module.auxiliary[AUXILIARY] = adapters.to(module.device)
+                self.adapter_shapes = shapes
+
+    def _teacher_latents(self, z: torch.Tensor, teacher: nn.Module) -> torch.Tensor:
+        """The teacher's latents for the student's: the student's kept dimensions in their
+        original places, zeros where latent pruning removed a dimension (the student ignores it)."""
+        full = z.new_zeros(len(z), teacher.z_dim)
+        full[:, self._latents] = z
+        return full
+
+    # ------------------------------------------------------------------ Lightning and GAN hooks
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        saved = read_checkpoint(trainer.ckpt_path).get("callbacks", {}).get(self.state_key) if trainer.ckpt_path else None
+        if saved and saved.get("teacher"):
+            # Resuming means the same teacher: the saved one, and the saved adapters, must exist
+            # before the optimizers are built and the checkpoint's weights are loaded into them,
+            # which happens before Lightning restores this callback's state, so it is read here.
+            self.load_state_dict(saved)
+        elif self.teacher is None:
+            self.check_setup(trainer, pl_module, trainer.datamodule)  # loads a --distill.teacher_ckpt teacher
+        if self.teacher_net is not None:
+            self._attach(pl_module)
+
+    def on_architecture_changed(self, trainer: Trainer, module, network: str, previous: Optional[nn.Module]) -> None:
+        if self.teacher_net is None and network == "generator" and previous is not None:
+            structure = {}  # the first change of this run: the teacher is the generator as configured
+            self._adopt_teacher(previous, _spec_of(module.hparams), structure, {}, "the generator before compression")
+        if self.teacher_net is not None:
+            self._attach(module)
+
+    def adversarial_weight(self, trainer: Trainer, module) -> float:
+        return self.weights["gan_weight"] if self.teacher_net is not None else 1.0
+
+    def generator_loss_terms(self, trainer: Trainer, module, z: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.teacher_net is None:
+            return {}
+        if self._stale:
+            self._attach(module)
+        w = self.weights
+        # the student's taps hold the features of ``fake``'s forward pass, the discriminator's
+        # those of the adversarial term's pass over it: collect them before the teacher runs
+        student = self._taps["student"].collect() if "student" in self._taps else {}
+        judged = self._taps["discriminator"].collect() if "discriminator" in self._taps else {}
+        with torch.no_grad():
+            target = self.teacher_net(self._teacher_latents(z, self.teacher_net))
+            teacher = self._taps["teacher"].collect() if "teacher" in self._taps else {}
+            if judged:
+                with frozen_batchnorm_statistics(module.discriminator):
+                    module.discriminator(target)
+                judged_teacher = self._taps["discriminator"].collect()
+        terms = {}
+        if w["output_weight"] > 0:
+            terms["distill_output"] = w["output_weight"] * output_loss(fake, target, self.output_loss)
+        if w["feature_weight"] > 0:
+            terms["distill_feature"] = w["feature_weight"] * feature_loss(student, teacher, module.auxiliary[AUXILIARY])
+        if w["alignment_weight"] > 0:
+            terms["distill_alignment"] = w["alignment_weight"] * alignment_loss(student, teacher)
+        if judged:
+            terms["distill_perceptual"] = w["perceptual_weight"] * perceptual_loss(judged, judged_teacher)
+        return terms
+
+    def teardown(self, trainer: Trainer, pl_module, stage: str) -> None:
+        for taps in self._taps.values():
+            taps.remove()
+        self._taps = {}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher, "adapter_shapes": self.adapter_shapes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unknown = sorted(set(state) - set(self.STATE))
+        if unknown:
+            raise CheckpointError(f"the checkpoint's distill callback state has key(s) {', '.join(unknown)} that this version does not know")
+        self.teacher = copy.deepcopy(state.get("teacher"))
+        self.adapter_shapes = copy.deepcopy(state.get("adapter_shapes", {}))
+        if self.teacher is None:
+            self.teacher_net = None
+        elif self.teacher_net is None or weights_hash(self.teacher_net) != self.teacher["sha256"]:
+            self.teacher_net = self._rebuild_teacher()
+            self._stale = self.teacher_net is not None  # its taps attach at the next step
