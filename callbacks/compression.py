@@ -25,7 +25,7 @@ from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import CheckpointError, ConfigError
-from gan_lightning.quality.evaluation import evaluate_generator
+from gan_lightning.quality.evaluation import evaluate_generator, real_samples
 from gan_lightning.quality.swd import sliced_wasserstein
 
 QualityMetric = Literal["auto", "fid", "swd", "none"]
@@ -175,10 +175,11 @@ def measure_quality(trainer: Trainer, module, metric: str, fidelity: Optional[Fi
         if metric == "fid":
             value = evaluate_generator(
                 module, data, fidelity.features, fidelity.num_fake, fidelity.num_real, fidelity.seed,
-                fidelity.domain_weights, fidelity.inception_weights,
+                fidelity.domain_weights, fidelity.inception_weights, fidelity.real_split,
             )["fid"]
         else:
-            real, _ = stack_samples(data.val_set, num_samples)
+            # val, like the val/swd of every validation, whatever --metrics.real_split says about FID
+            real, _ = stack_samples(real_samples(data, "val"), num_samples)
             fake = module.generate(len(real), seed=0).cpu()
             value = float(sliced_wasserstein(real, fake, seed=0))
     return float(trainer.strategy.broadcast(value, src=0))

@@ -8,7 +8,7 @@ from typing import Optional
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 from gan_lightning.errors import ConfigError, GANLightningError
-from gan_lightning.quality.evaluation import Features, check_metrics_setup, evaluate_generator
+from gan_lightning.quality.evaluation import Features, RealSplit, check_metrics_setup, check_real_split, evaluate_generator, real_samples
 from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
 
 
@@ -19,7 +19,7 @@ class EvaluationError(GANLightningError, RuntimeError):
 class FidelityEvaluation(Callback):
     """Every ``every_n_epochs`` epochs, after validation, logs ``val/fid``, ``val/kid``, ``val/is``,
     ``val/precision``, ``val/recall`` and ``val/modes`` (+ ``val/mode_kl``, ``val/high_quality``) of
-    ``num_fake`` samples from fixed latents against ``num_real`` samples of the validation split.
+    ``num_fake`` samples from fixed latents against ``num_real`` samples of the ``real_split`` split.
 
     Rank 0 computes and broadcasts, so every rank logs the same numbers and ModelCheckpoint can
     monitor them. The feature space, sample counts, split and the domain classifier's held-out
@@ -31,7 +31,10 @@ class FidelityEvaluation(Callback):
             ``inception`` (standard InceptionV3 FID; needs the weights file or a network) or ``none``
             (mode coverage only).
         num_fake: generated samples per evaluation.
-        num_real: at most this many validation samples.
+        num_real: at most this many real samples, the first ones of ``real_split``.
+        real_split: the real reference set: ``val`` (the validation split; comparable with runs made
+            before this option), ``train`` (the training split) or ``all`` (train then val); a larger
+            set makes FID differences between runs measurable on small data.
         seed: seed of the fixed latents.
         inception_weights: path of the InceptionV3 FID weights file (pt_inception-2015-12-05).
         domain_cache_dir: where domain classifiers are cached (default ~/.cache/gan-lightning/domain).
@@ -44,6 +47,7 @@ class FidelityEvaluation(Callback):
         features: Features = "domain",
         num_fake: int = 1000,
         num_real: int = 1000,
+        real_split: RealSplit = "val",
         seed: int = 0,
         inception_weights: Optional[str] = None,
         domain_cache_dir: Optional[str] = None,
@@ -51,10 +55,12 @@ class FidelityEvaluation(Callback):
     ) -> None:
         if every_n_epochs < 0 or num_fake < 2 or num_real < 2:
             raise ConfigError("--metrics.every_n_epochs must be >= 0 and --metrics.num_fake/--metrics.num_real >= 2")
+        check_real_split(real_split)  # jsonargparse checks the Literal, Python callers do not
         self.every_n_epochs = every_n_epochs
         self.features = features
         self.num_fake = num_fake
         self.num_real = num_real
+        self.real_split = real_split
         self.seed = seed
         self.inception_weights = inception_weights
         self.domain_cache_dir = Path(domain_cache_dir) if domain_cache_dir else DEFAULT_CACHE_DIR
@@ -78,8 +84,8 @@ class FidelityEvaluation(Callback):
         described = {
             "features": self.features,
             "num_fake": self.num_fake,
-            "num_real": min(self.num_real, len(trainer.datamodule.val_set)),
-            "split": "val",
+            "num_real": min(self.num_real, len(real_samples(trainer.datamodule, self.real_split))),
+            "split": self.real_split,
             "seed": self.seed,
         }
         if self.domain_weights is not None:
@@ -95,7 +101,7 @@ class FidelityEvaluation(Callback):
             try:
                 values = evaluate_generator(
                     pl_module, trainer.datamodule, self.features, self.num_fake, self.num_real, self.seed,
-                    self.domain_weights, self.inception_weights,
+                    self.domain_weights, self.inception_weights, self.real_split,
                 )
             except Exception as exc:  # passed to every rank, which would otherwise wait here forever
                 values = {"error": f"evaluating the generator failed ({type(exc).__name__}: {exc})"}

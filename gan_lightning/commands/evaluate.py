@@ -2,7 +2,8 @@
 averaged over several latent seeds, printed as a table and written as JSON.
 
     python -m gan_lightning.commands.evaluate --ckpt_path runs/gan-lightning/<run>/checkpoints/last.ckpt \\
-        [--seeds 0,1,2] [--features domain|inception|none] [--num_fake N] [--num_real N] [--out metrics.json]
+        [--seeds 0,1,2] [--features domain|inception|none] [--num_fake N] [--num_real N]
+        [--real_split val|train|all] [--out metrics.json]
 
 The data and, unless overridden, the metric settings come from the run's saved
 ``config.yaml`` (next to ``checkpoints/``), or from ``--config``.
@@ -28,7 +29,7 @@ from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import ConfigError
-from gan_lightning.quality.evaluation import check_metrics_setup, evaluate_generator
+from gan_lightning.quality.evaluation import REAL_SPLITS, check_metrics_setup, check_real_split, evaluate_generator
 from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
 
 
@@ -57,8 +58,9 @@ def _mean_std(values: list[float]) -> dict:
 
 def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path] = None, **overrides) -> dict:
     """Metrics of a checkpoint per seed and their mean/std. Unless overridden, the feature space,
-    sample counts, classifier settings and cache are the run's own ``metrics`` settings, so the
-    numbers match the ``val/*`` values logged in training for the same weights and seed."""
+    sample counts, real split, classifier settings and cache are the run's own ``metrics`` settings,
+    so the numbers match the ``val/*`` values logged in training for the same weights and seed.
+    A config.yaml written before ``real_split`` existed gets its default, ``val``, as in that run."""
     if not seeds:
         raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
     read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
@@ -67,6 +69,7 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
     settings = {**defaults, **(cfg.get("metrics") or {})}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     features = settings["features"]
+    check_real_split(settings["real_split"])  # a hand-edited config.yaml, before the datamodule loads
     datamodule = datamodule_from_config(cfg)
     datamodule.setup("validate")
     module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
@@ -77,7 +80,8 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
         domain = str(domain_classifier(datamodule, cache, epochs=settings["domain_epochs"])[0])
     per_seed = {
         seed: evaluate_generator(
-            module, datamodule, features, settings["num_fake"], settings["num_real"], seed, domain, settings["inception_weights"]
+            module, datamodule, features, settings["num_fake"], settings["num_real"], seed, domain,
+            settings["inception_weights"], settings["real_split"],
         )
         for seed in seeds
     }
@@ -86,7 +90,7 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
     return {
         "checkpoint": str(ckpt_path),
         "features": features,
-        "split": "val",
+        "split": settings["real_split"],
         "num_real": int(first["num_real"]),
         "num_fake": int(first["num_fake"]),
         "seeds": seeds,
@@ -113,6 +117,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--features", choices=["domain", "inception", "none"], default=None, help="default: the run's")
     parser.add_argument("--num_fake", type=int, default=None, help="default: the run's --metrics.num_fake")
     parser.add_argument("--num_real", type=int, default=None, help="default: the run's --metrics.num_real")
+    parser.add_argument("--real_split", choices=list(REAL_SPLITS), default=None, help="default: the run's --metrics.real_split")
     parser.add_argument("--config", type=Path, default=None, help="config with the data section (default: the run's config.yaml)")
     parser.add_argument("--inception_weights", default=None, help="InceptionV3 FID weights file")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write (default: <run>/evaluation.json)")
@@ -125,7 +130,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     def evaluate() -> None:
         result = evaluate_checkpoint(
             args.ckpt_path, seeds, args.config, features=args.features, num_fake=args.num_fake,
-            num_real=args.num_real, inception_weights=args.inception_weights,
+            num_real=args.num_real, real_split=args.real_split, inception_weights=args.inception_weights,
         )
         print(format_table(result))
         out = args.out or args.ckpt_path.parent.parent / "evaluation.json"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import torch
+from torch.utils.data import ConcatDataset, Dataset
 
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import ConfigError
@@ -13,6 +14,24 @@ from gan_lightning.quality.fidelity import FIDELITY_NAMES, check_inception_input
 from gan_lightning.quality.mode_coverage import class_histogram_stats, gmm_mode_stats
 
 Features = Literal["domain", "inception", "none"]
+RealSplit = Literal["val", "train", "all"]
+REAL_SPLITS: tuple[str, ...] = get_args(RealSplit)
+
+
+def check_real_split(split: str) -> None:
+    if split not in REAL_SPLITS:
+        raise ConfigError(f"--metrics.real_split must be one of {', '.join(REAL_SPLITS)}, got {split!r}")
+
+
+def real_samples(datamodule, split: RealSplit = "val") -> Dataset:
+    """The real reference set of FID & co. and mode coverage: the datamodule's ``val_set``,
+    ``train_set``, or ``all`` (train then val)."""
+    check_real_split(split)
+    if split == "val":
+        return datamodule.val_set
+    if split == "train":
+        return datamodule.train_set
+    return ConcatDataset([datamodule.train_set, datamodule.val_set])
 
 
 def evaluate_generator(
@@ -24,17 +43,21 @@ def evaluate_generator(
     seed: int = 0,
     domain_weights: Optional[str] = None,
     inception_weights: Optional[str] = None,
+    real_split: RealSplit = "val",
 ) -> dict[str, float]:
     """FID/KID/IS/precision/recall in the named feature space, plus mode coverage where the
-    data defines modes (``centers``/``std``: the Gaussian mixture) or classes (the domain classifier).
+    data defines modes (``centers``/``std``: the Gaussian mixture) or classes (the domain classifier),
+    against at most ``num_real`` samples of ``real_split`` (see :func:`real_samples`).
 
     Leaves the global RNG as it found it, so that measuring does not change the training run."""
     with torch.random.fork_rng():
-        return _evaluate_generator(module, datamodule, features, num_fake, num_real, seed, domain_weights, inception_weights)
+        return _evaluate_generator(
+            module, datamodule, features, num_fake, num_real, seed, domain_weights, inception_weights, real_split
+        )
 
 
-def _evaluate_generator(module, datamodule, features, num_fake, num_real, seed, domain_weights, inception_weights):
-    real, labels = stack_samples(datamodule.val_set, num_real)  # the fixed validation split
+def _evaluate_generator(module, datamodule, features, num_fake, num_real, seed, domain_weights, inception_weights, real_split):
+    real, labels = stack_samples(real_samples(datamodule, real_split), num_real)
     fake = module.generate(num_fake, seed=seed)
     on_gpu = fake.is_cuda  # torch-fidelity then extracts features on the GPU too
     fake = fake.cpu()
