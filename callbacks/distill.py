@@ -156,7 +156,7 @@ class Distill(GANCallback):
         from gan_lightning.core.module import GANModule  # the core, not another callback
 
         path = self.teacher_ckpt
-        checkpoint = read_checkpoint(path)
+        checkpoint = read_checkpoint(path, flag="--distill.teacher_ckpt")
         spec = _spec_of(checkpoint.get("hyper_parameters"))
         if spec is None:
             raise ConfigError(f"--distill.teacher_ckpt {path} holds no generator class path; give a checkpoint written by train.py")
@@ -255,20 +255,25 @@ class Distill(GANCallback):
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
-        saved = read_checkpoint(trainer.ckpt_path).get("callbacks", {}).get(self.state_key) if trainer.ckpt_path else None
-        if saved and saved.get("teacher"):
-            # Resuming means the same teacher: the saved one, and the saved adapters, must exist
-            # before the optimizers are built and the checkpoint's weights are loaded into them,
-            # which happens before Lightning restores this callback's state, so it is read here.
-            self.load_state_dict(saved)
-        elif self.teacher is None:
+        if self.teacher is None:
             self.check_setup(trainer, pl_module, trainer.datamodule)  # loads a --distill.teacher_ckpt teacher
         if self.teacher_net is not None:
             self._attach(pl_module)
 
+    def restore_auxiliary(self, trainer: Trainer, module, checkpoint: dict[str, Any]) -> None:
+        # Resuming means the same teacher: the saved one, and adapters of the saved shapes, must
+        # exist before the checkpoint's weights load into them and the optimizers are built,
+        # which is before Lightning restores this callback's own state.
+        saved = checkpoint.get("callbacks", {}).get(self.state_key)
+        if saved and saved.get("teacher"):
+            self.load_state_dict(saved)
+            self._attach(module)
+
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous: Optional[nn.Module]) -> None:
         if self.teacher_net is None and network == "generator" and previous is not None:
             structure = {}  # the first change of this run: the teacher is the generator as configured
+            # BatchNorm statistics are each rank's own: rank 0's teacher is everyone's
+            previous.load_state_dict(trainer.strategy.broadcast(previous.state_dict(), src=0))
             self._adopt_teacher(previous, _spec_of(module.hparams), structure, {}, "the generator before compression")
         if self.teacher_net is not None:
             self._attach(module)

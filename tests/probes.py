@@ -82,3 +82,41 @@ class EpochScore(Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         pl_module.log("probe/epoch", float(trainer.current_epoch))
+
+
+class DistillDump(Callback):
+    """Saves, per rank, the module's parameters (generator, discriminator, adapters) and the
+    distillation teacher's weights after training."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        distill = next(cb for cb in trainer.callbacks if type(cb).__name__ == "Distill")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "params": {k: v.detach().cpu().clone() for k, v in pl_module.named_parameters()},
+                "teacher": {k: v.detach().cpu().clone() for k, v in distill.teacher_net.state_dict().items()},
+                "world_size": trainer.world_size,
+            },
+            self.out_dir / f"rank{trainer.global_rank}.pt",
+        )
+
+
+class AuxiliaryAtStart(Callback):
+    """Saves the module's auxiliary modules' state and the distillation teacher's hash as training starts."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from callbacks.distill import weights_hash
+
+        distill = next(cb for cb in trainer.callbacks if type(cb).__name__ == "Distill")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {"auxiliary": {k: v.detach().cpu().clone() for k, v in pl_module.auxiliary.state_dict().items()},
+             "teacher_sha256": weights_hash(distill.teacher_net) if distill.teacher_net is not None else None},
+            self.out_dir / "start.pt",
+        )

@@ -10,17 +10,17 @@ import torch
 from gan_lightning.errors import CheckpointError
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint on CPU, or refuse it with one sentence naming the file."""
+def read_checkpoint(path: str | Path, flag: str = "--ckpt_path") -> dict[str, Any]:
+    """Load a Lightning checkpoint on CPU, or refuse it with one sentence naming the flag and file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"--ckpt_path {path} does not exist; pass a .ckpt file written by a previous run")
+        raise CheckpointError(f"{flag} {path} does not exist; pass a .ckpt file written by a previous run")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"--ckpt_path {path} is not a readable checkpoint ({type(exc).__name__}); it may be corrupted or truncated") from exc
+        raise CheckpointError(f"{flag} {path} is not a readable checkpoint ({type(exc).__name__}); it may be corrupted or truncated") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"--ckpt_path {path} is not a Lightning checkpoint (it has no state_dict)")
+        raise CheckpointError(f"{flag} {path} is not a Lightning checkpoint (it has no state_dict)")
     return ckpt
 
 

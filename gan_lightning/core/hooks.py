@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 HOOK_NAMES = (
     "transform_real_batch", "on_discriminator_step_end", "adversarial_weight", "generator_loss_terms", "on_generator_step_end",
-    "on_architecture_changed",
+    "on_architecture_changed", "restore_auxiliary",
 )
 
 
@@ -72,6 +72,11 @@ class GANCallback(Callback):
         resized, before the optimizers are rebuilt: re-attach hooks, resize modules in
         ``module.auxiliary``. ``previous`` is a copy of the sampling generator (the EMA copy
         when there is one) from before the change, when the generator changed; else None."""
+
+    def restore_auxiliary(self, trainer: Trainer, module: "GANModule", checkpoint: dict[str, Any]) -> None:
+        """Called when a run resumes from ``checkpoint``, before its weights are loaded into the
+        module and before the optimizers are built: rebuild the modules this callback keeps in
+        ``module.auxiliary`` (its own state is in ``checkpoint["callbacks"]``)."""
 
 
 def callbacks_with_hook(trainer: Trainer, name: str) -> list[Any]:

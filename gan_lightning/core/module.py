@@ -348,6 +348,9 @@ class GANModule(pl.LightningModule):
         problem = self.checkpoint_mismatch(checkpoint)
         if problem:
             raise CheckpointError(problem)
+        if self._trainer is not None:  # resuming: callbacks rebuild their auxiliary modules first
+            for cb in callbacks_with_hook(self.trainer, "restore_auxiliary"):
+                cb.restore_auxiliary(self.trainer, self, checkpoint)
         # Auxiliary modules no callback attached (e.g. loading for evaluation or export) are
         # training state only: dropped rather than refused.
         own = self.state_dict()
