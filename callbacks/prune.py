@@ -26,7 +26,6 @@ pruned structure restarts from fresh initial weights).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from typing import Any, Literal, Optional
 
@@ -376,25 +375,29 @@ class Prune(CompressionCallback):
 
     def _execute(self, trainer: Trainer, module, decision: PruneDecision, physical: bool = True, previous: Optional[torch.nn.Module] = None) -> None:
         """Apply a decision: masks, and cuts (``physical``) or zeroed units (a dynamic trial).
-        ``previous``: the sampling generator before this event, for callbacks that keep it
-        (distillation's teacher); by default a copy taken here, before the cut."""
+        Other callbacks hear of a real event through ``module.architecture_changed``; a masked
+        network keeps its shapes, so its optimizers keep their moments. ``previous``: the
+        sampling generator before this event (distillation's teacher); by default a copy taken
+        here, before anything changes."""
+        cuts = dict(decision.keep)
+        if decision.inputs is not None:  # latent dimensions are cut from the generator
+            cuts.setdefault("generator", {})
+        masked = {key.split(".", 1)[0] for key in decision.masks}
+        if physical and "generator" in {*cuts, *masked} and previous is None:
+            previous = copy.deepcopy(module.sampling_generator)
         if decision.masks:
             self.masks.update(decision.masks)
             for net in NETWORKS:
                 self._apply_masks(module, net)
-        cuts = dict(decision.keep)
-        if decision.inputs is not None:  # latent dimensions are cut from the generator
-            cuts.setdefault("generator", {})
-        if physical and "generator" in cuts and previous is None:
-            previous = copy.deepcopy(module.sampling_generator)
         for net, keep in cuts.items():
             inputs = decision.inputs if net == "generator" else None
             (cut_units if physical else zero_units)(module, net, keep, inputs)
-        if physical and cuts:
-            if decision.inputs is not None:
-                self._drop_input_columns_of_masks(module, decision.inputs)
-            for net in cuts:
-                module.architecture_changed(net, previous if net == "generator" else None)
+        if not physical:
+            return
+        if decision.inputs is not None:
+            self._drop_input_columns_of_masks(module, decision.inputs)
+        for net in sorted({*cuts, *masked}, reverse=True):  # generator first
+            module.architecture_changed(net, previous if net == "generator" else None, rebuild_optimizers=net in cuts)
 
     def _drop_input_columns_of_masks(self, module, inputs: torch.Tensor) -> None:
         first = f"generator.{trace(module.generator, example_input(module, 'generator')).input_layer}.weight"
@@ -461,7 +464,8 @@ class Prune(CompressionCallback):
         prefix = "generator_ema." if module.generator_ema is not None else "generator."
         previous = copy.deepcopy(module.sampling_generator)
         previous.load_state_dict({k[len(prefix) :]: v for k, v in self.trial["state"].items() if k.startswith(prefix)})
-        self._execute(trainer, module, dataclasses.replace(decision, masks={}), previous=previous)  # the masks were applied for the trial
+        # the trial applied the masks already; applying them again changes nothing but says so
+        self._execute(trainer, module, decision, previous=previous)
         self._recalibrate(module)
         self.trial = None
         self._report(trainer, module, before, after_metric=value)

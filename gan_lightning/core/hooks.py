@@ -68,9 +68,9 @@ class GANCallback(Callback):
         """Called after every generator optimizer step."""
 
     def on_architecture_changed(self, trainer: Trainer, module: "GANModule", network: str, previous: Optional[nn.Module]) -> None:
-        """Called after layers of ``network`` (``generator`` or ``discriminator``) were replaced or
-        resized, before the optimizers are rebuilt: re-attach hooks, resize modules in
-        ``module.auxiliary``. ``previous`` is a copy of the sampling generator (the EMA copy
+        """Called after a compression event replaced, resized or masked layers of ``network``
+        (``generator`` or ``discriminator``), before the optimizers are rebuilt: re-attach hooks,
+        resize modules in ``module.auxiliary``. ``previous`` is a copy of the sampling generator (the EMA copy
         when there is one) from before the change, when the generator changed; else None."""
 
     def restore_auxiliary(self, trainer: Trainer, module: "GANModule", checkpoint: dict[str, Any]) -> None:

@@ -283,13 +283,16 @@ class GANModule(pl.LightningModule):
         self._val_real = []
 
     # ------------------------------------------------------------------ compression
-    def architecture_changed(self, network: str, previous: Optional[nn.Module] = None) -> None:
-        """Tell every callback that layers of ``network`` were replaced (``on_architecture_changed``),
+    def architecture_changed(self, network: str, previous: Optional[nn.Module] = None, rebuild_optimizers: bool = True) -> None:
+        """Tell every callback that a compression event changed ``network`` (``on_architecture_changed``),
         then rebuild the optimizers over the new parameters (and, under DDP, the wrapper).
-        ``previous``: a copy of the sampling generator from before a generator change."""
+        ``previous``: a copy of the sampling generator from before a generator change.
+        ``rebuild_optimizers`` False: only weights were masked, shapes are unchanged, and the
+        optimizers keep their moments."""
         for cb in callbacks_with_hook(self.trainer, "on_architecture_changed"):
             cb.on_architecture_changed(self.trainer, self, network, previous)
-        refresh_training_state(self.trainer)
+        if rebuild_optimizers:
+            refresh_training_state(self.trainer)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_mismatch(self, checkpoint: dict[str, Any]) -> Optional[str]:

@@ -106,6 +106,23 @@ def test_taps_follow_the_layers_that_a_cut_or_a_factorization_replaced(tmp_path,
     assert len(logged(tmp_path, "train/g_term/distill_feature")) == 3
 
 
+def test_unstructured_pruning_hands_over_the_dense_teacher_without_resetting_the_optimizers(tmp_path):
+    module = module16()
+    distill = Distill()
+    seen = {}
+
+    class Moments(pl.Callback):  # Adam's moments survive a masking event, which changes no shape
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.setdefault("optimizers", []).append(id(trainer.optimizers[0]))
+
+    fit(tmp_path, module, [Prune(generator_amount=0.8, granularity="unstructured", start_epoch=1, metric="none"), distill, Moments()], epochs=2, batches=3)
+    weight = distill.teacher_net.stem[0].weight
+    assert bool((weight != 0).all()) and float((module.generator.stem[0].weight == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
+    assert len(module.auxiliary[AUXILIARY]) == 0  # same shapes: no adapters
+    assert seen["optimizers"][0] == seen["optimizers"][1]
+    assert len(logged(tmp_path, "train/g_term/distill_output")) == 3
+
+
 def test_a_tap_left_on_a_replaced_module_is_detected(tmp_path):
     from gan_lightning.compress.lowrank import factorize_module
     from gan_lightning.distill.taps import FeatureTaps
