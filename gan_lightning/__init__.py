@@ -4,9 +4,10 @@ Rooms, and what each may import (the arrow points down only; ``tests/test_layers
 enforces it)::
 
     gan_lightning.commands   train, evaluate, export   -> everything below
-    callbacks (top level)    every Lightning callback  -> core, compress, quality, leaves
+    callbacks (top level)    every Lightning callback  -> core, compress, quality, distill, leaves
     gan_lightning.core       GANModule, losses, hooks  -> compress, quality, leaves
     gan_lightning.quality    FID & co., mode coverage  -> compress, leaves      (no Lightning)
+    gan_lightning.distill    taps, adapters, KD losses -> compress, leaves      (no Lightning)
     gan_lightning.compress   pure torch compression    -> leaves                 (no Lightning)
     datamodules (top level)  data only                 -> leaves
     leaves: gan_lightning.errors, gan_lightning.dataset_tensors, gan_lightning.networks
