@@ -363,6 +363,7 @@ def pareto_plot(path: Path, variants: list[Variant], rows: dict[str, dict], teac
             ax.errorbar([r["sparse_macs"]], [r["fid_mean"]], yerr=[r["fid_std"]], label=f"{name} (at its non-zero MACs; runs dense)", color="tab:red", marker=marker, capsize=3, linestyle="none")
     ax.axhline(1.10 * teacher["fid"], color="black", linestyle=":", linewidth=1, label="1.10 x teacher FID")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # a failed variant (FID ~1000) would flatten the others
     ax.set_xlabel("generator MACs per sample")
     ax.set_ylabel("domain FID (mean ± std over seeds)")
     ax.set_title("DCGAN on digits: distillation after compression")
