@@ -320,14 +320,44 @@ def finetune(variant: Variant, dense: GANModule, data, root: Path, epochs: int, 
     callbacks = variant.callbacks()
     timer = BatchTimer()
     start = time.perf_counter()
-    make_trainer(root, epochs, [*callbacks, timer], limit_batches=limit_batches).fit(module, datamodule=data)
+    trainer = make_trainer(root, epochs, [*callbacks, timer], limit_batches=limit_batches)
+    trainer.fit(module, datamodule=data)
     seconds = {"fit": time.perf_counter() - start, "batches": timer.batches, "ms_per_batch": timer.ms_per_batch}
+    # the D/G balance at the end: D's mean outputs on real and generated samples (LSGAN targets 1 and 0)
+    seconds["d_real"], seconds["d_fake"] = (float(trainer.callback_metrics.get(k, float("nan"))) for k in ("train/d_real", "train/d_fake"))
     distill = next((cb for cb in callbacks if isinstance(cb, Distill)), None)
     teacher = None
     if distill is not None:
         record = distill.teacher or {}
         teacher = {"adopted": distill.teacher_net is not None, "source": record.get("source"), "sha256": record.get("sha256")}
     return module, seconds, teacher
+
+
+# --------------------------------------------------------------------------- W&B
+def log_to_wandb(args, result: dict, rows: dict[str, dict]) -> str:
+    """One run per variant, all in one group (the dashboard compares them by the stable names
+    below), and a summary run with the whole table and the Pareto plot. Returns the group."""
+    import wandb
+
+    from gan_lightning.core.loggers import wandb_credentials_available
+
+    mode = "online" if args.wandb == "auto" and wandb_credentials_available() else "offline"
+    group = f"distill-benchmark-{result['git']['commit'][:7]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    save_dir = Path("runs")
+    save_dir.mkdir(exist_ok=True)
+    common = {"project": "gan-lightning", "group": group, "mode": mode, "dir": str(save_dir), "job_type": "benchmark"}
+    scalars = ("macs", "mac_reduction", "params", "nonzero", "fid_mean", "fid_std", "precision_mean", "recall_mean", "classes_mean", "latency_ms", "speedup")
+    for name, r in rows.items():
+        run = wandb.init(name=name, config={k: r[k] for k in ("method", "kd", "level", "setting")} | {"args": result["args"]}, **common)
+        run.summary.update({f"benchmark/{k}": r[k] for k in scalars})
+        run.summary.update({"benchmark/d_real": statistics.fmean(r["d_real"]), "benchmark/d_fake": statistics.fmean(r["d_fake"])})
+        run.finish()
+    run = wandb.init(name="summary", config={"args": result["args"]}, **common)
+    table = wandb.Table(columns=["variant", *scalars], data=[[n, *[r[k] for k in scalars]] for n, r in rows.items()])
+    run.log({"benchmark/variants": table, **({"benchmark/pareto": wandb.Image(result["plot"])} if result.get("plot") else {})})
+    run.summary.update({"benchmark/teacher_fid": result["teacher"]["fid"], "benchmark/teacher_fid_noise_std": result["teacher"]["noise_std"]})
+    run.finish()
+    return f"{len(rows) + 1} runs in group {group} ({mode}{', under runs/wandb: wandb sync them' if mode == 'offline' else ''})"
 
 
 # --------------------------------------------------------------------------- the plot
@@ -399,6 +429,9 @@ def main() -> None:
     parser.add_argument("--train_threads", type=int, default=1, help="torch threads of training")
     parser.add_argument("--limit_batches", type=int, default=None, help="training batches per epoch (smoke runs only; default: all 101)")
     parser.add_argument("--fid_ratio_8x", type=float, default=1.10, help="target (a): best KD FID at >= 8x fewer MACs <= this x teacher FID")
+    parser.add_argument("--wandb", choices=["auto", "offline", "off"], default="auto",
+                        help="one W&B run per variant in one group, plus a summary run with the table and the plot; auto: online with"
+                        " credentials, else offline under runs/wandb")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/distill.json"))
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/distill_pareto.png"))
     args = parser.parse_args()
@@ -491,6 +524,7 @@ def main() -> None:
             "classes_mean": mean_std(per("modes"))[0], "classes": per("modes"),
             "seconds": [t["fit"] for t in v.runs["seconds"]], "train_ms_per_batch": [t["ms_per_batch"] for t in v.runs["seconds"]],
             "train_batches": [t["batches"] for t in v.runs["seconds"]], "evaluate_seconds": [t["evaluate"] for t in v.runs["seconds"]],
+            "d_real": [t["d_real"] for t in v.runs["seconds"]], "d_fake": [t["d_fake"] for t in v.runs["seconds"]],
             "teacher": v.runs["teacher"],
             "shapes": {n: list(p.shape) for n, p in net.named_parameters() if p.dim() > 1},
             "metrics_per_seed": [{k: (x if math.isfinite(x) else None) for k, x in m.items()} for m in v.runs["metrics"]],
@@ -543,14 +577,16 @@ def main() -> None:
           f" speedup vs the fine-tuned dense (median of per-round ratios); load average {latency_load[0]:.2f} on {os.cpu_count()} cores")
     width = max(len(n) for n in rows) + 2
     print(f"{'variant':<{width}}{'setting':>8}{'MMACs':>7}{'MAC red':>9}{'nzMMACs':>8}{'params':>8}{'nonzero':>8}{'ms':>7}{'speedup':>8}"
-          f"{'FID mean':>10}{'std':>7}{'prec':>6}{'recall':>7}{'classes':>8}{'s/run':>7}{'ms/batch':>9}")
+          f"{'FID mean':>10}{'std':>7}{'prec':>6}{'recall':>7}{'classes':>8}{'D(real)':>8}{'D(fake)':>8}{'s/run':>7}{'ms/batch':>9}")
     for n, r in rows.items():
         setting = "" if r["setting"] is None else (f"w={r['setting']}" if r["method"] == "student" else f"{r['setting']:.4g}")
         print(f"{n:<{width}}{setting:>8}{r['macs'] / 1e6:>7.3f}{r['mac_reduction']:>8.2f}x{r['sparse_macs'] / 1e6:>8.3f}{r['params']:>8}{r['nonzero']:>8}"
               f"{r['latency_ms']:>7.2f}{r['speedup']:>7.2f}x{r['fid_mean']:>10.2f}{r['fid_std']:>7.2f}{r['precision_mean']:>6.3f}"
-              f"{r['recall_mean']:>7.3f}{r['classes_mean']:>8.1f}{statistics.fmean(r['seconds']):>7.0f}{statistics.fmean(r['train_ms_per_batch']):>9.1f}")
+              f"{r['recall_mean']:>7.3f}{r['classes_mean']:>8.1f}{statistics.fmean(r['d_real']):>8.3f}{statistics.fmean(r['d_fake']):>8.3f}"
+              f"{statistics.fmean(r['seconds']):>7.0f}{statistics.fmean(r['train_ms_per_batch']):>9.1f}")
     print("(setting: prune/unstructured generator_amount, lowrank rank ratio, student width; nzMMACs: MACs of the non-zero weights;"
-          f" ms: sampling latency; s/run: one fine-tuning fit; ms/batch: its training batches, {args.train_threads} thread(s))")
+          f" ms: sampling latency; D(real), D(fake): the discriminator's mean outputs at the end of fine-tuning, the D/G balance;"
+          f" s/run: one fine-tuning fit; ms/batch: its training batches, {args.train_threads} thread(s))")
     for n, ok in checks.items():
         print(f"{'SKIP' if ok is None else 'PASS' if ok else 'FAIL'}  {n}: {details[n]}")
 
@@ -574,6 +610,8 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     print(f"plot: {'skipped, ' + skipped if skipped else 'wrote ' + str(args.plot)}")
+    if args.wandb != "off":
+        print(f"W&B: {log_to_wandb(args, result, rows)}")
     print(f"wrote {args.out} ({result['seconds']:.0f} s)")
 
 
