@@ -38,6 +38,7 @@ from gan_lightning.compress.storage import build_generator
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.hooks import GANCallback
+from gan_lightning.core.module import GANModule
 from gan_lightning.distill.losses import OutputLoss, adapter, adapter_key, alignment_loss, feature_loss, output_loss, perceptual_loss
 from gan_lightning.distill.taps import FeatureTaps, check_layers, default_feature_layers
 from gan_lightning.errors import CheckpointError, ConfigError
@@ -153,8 +154,6 @@ class Distill(GANCallback):
             self._load_teacher_checkpoint(module)
 
     def _load_teacher_checkpoint(self, module) -> None:
-        from gan_lightning.core.module import GANModule  # the core, not another callback
-
         path = self.teacher_ckpt
         checkpoint = read_checkpoint(path, flag="--distill.teacher_ckpt")
         spec = _spec_of(checkpoint.get("hyper_parameters"))
@@ -274,6 +273,8 @@ class Distill(GANCallback):
             structure = {}  # the first change of this run: the teacher is the generator as configured
             # BatchNorm statistics are each rank's own: rank 0's teacher is everyone's
             previous.load_state_dict(trainer.strategy.broadcast(previous.state_dict(), src=0))
+            if not isinstance(getattr(previous, "z_dim", None), int):  # a generator sized by --model.z_dim
+                previous.z_dim = module.hparams.get("z_dim")
             self._adopt_teacher(previous, _spec_of(module.hparams), structure, {}, "the generator before compression")
         if self.teacher_net is not None:
             self._attach(module)
