@@ -34,7 +34,7 @@ from torch import nn
 from callbacks.registry import register
 from gan_lightning.compress.profiling import evaluating
 from gan_lightning.compress.replay import replay_edits
-from gan_lightning.compress.storage import build_generator
+from gan_lightning.compress.storage import build_generator, spec_from_hparams
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.hooks import GANCallback
@@ -67,13 +67,6 @@ def frozen_batchnorm_statistics(network: nn.Module) -> Iterator[None]:
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-
-
-def _spec_of(hparams) -> Optional[dict[str, Any]]:
-    spec = hparams.get("generator") if hparams is not None else None
-    if isinstance(spec, dict) and isinstance(spec.get("class_path"), str):
-        return {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
-    return None
 
 
 @register("distill")
@@ -156,7 +149,7 @@ class Distill(GANCallback):
     def _load_teacher_checkpoint(self, module) -> None:
         path = self.teacher_ckpt
         checkpoint = read_checkpoint(path, flag="--distill.teacher_ckpt")
-        spec = _spec_of(checkpoint.get("hyper_parameters"))
+        spec = spec_from_hparams(checkpoint.get("hyper_parameters"))
         if spec is None:
             raise ConfigError(f"--distill.teacher_ckpt {path} holds no generator class path; give a checkpoint written by train.py")
         try:
@@ -275,7 +268,7 @@ class Distill(GANCallback):
             previous.load_state_dict(trainer.strategy.broadcast(previous.state_dict(), src=0))
             if not isinstance(getattr(previous, "z_dim", None), int):  # a generator sized by --model.z_dim
                 previous.z_dim = module.hparams.get("z_dim")
-            self._adopt_teacher(previous, _spec_of(module.hparams), structure, {}, "the generator before compression")
+            self._adopt_teacher(previous, spec_from_hparams(module.hparams), structure, {}, "the generator before compression")
         if self.teacher_net is not None:
             self._attach(module)
 

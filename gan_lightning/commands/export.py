@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from gan_lightning.commands.console import run
-from gan_lightning.compress.storage import ExportReport, export_generator
+from gan_lightning.compress.storage import ExportReport, export_generator, spec_from_hparams
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import CheckpointError
@@ -25,8 +25,7 @@ from gan_lightning.errors import CheckpointError
 def export_checkpoint(ckpt_path: str | Path, out: str | Path, sparse: bool = True) -> ExportReport:
     """Export the sampling generator of a train.py checkpoint (see :func:`export_generator`)."""
     checkpoint = read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
-    saved = checkpoint.get("hyper_parameters", {}).get("generator")
-    if not (isinstance(saved, dict) and isinstance(saved.get("class_path"), str)):
+    if spec_from_hparams(checkpoint.get("hyper_parameters")) is None:
         raise CheckpointError(f"--ckpt_path {ckpt_path} holds no generator class path in its hyper-parameters; export checkpoints written by train.py")
     module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu")  # keeps the class paths in hparams
     return export_generator(module, out, sparse=sparse, checkpoint_path=ckpt_path)

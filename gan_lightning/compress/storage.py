@@ -123,11 +123,20 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def generator_spec(module) -> dict[str, Any]:
-    """``{"class_path", "init_args"}`` of a GANModule's generator, from its hyper-parameters."""
-    spec = module.hparams.get("generator")
+def spec_from_hparams(hparams) -> Optional[dict[str, Any]]:
+    """``{"class_path", "init_args"}`` of the generator in a GANModule's (or a checkpoint's)
+    hyper-parameters; None when they hold no class path (a module built in Python)."""
+    spec = hparams.get("generator") if hparams is not None else None
     if isinstance(spec, dict) and isinstance(spec.get("class_path"), str):
         return {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
+    return None
+
+
+def generator_spec(module) -> dict[str, Any]:
+    """:func:`spec_from_hparams` of a GANModule, or a sentence saying how to supply the spec."""
+    spec = spec_from_hparams(module.hparams)
+    if spec is not None:
+        return spec
     raise ConfigError(
         "the module's hyper-parameters hold no generator class path (it was built in Python, not by train.py):"
         ' pass export_generator(..., spec=...), a generator_spec {"class_path": ..., "init_args": {...}}'
