@@ -18,13 +18,14 @@ import torch
 from pytorch_lightning import Trainer
 
 from callbacks.fidelity import FidelityEvaluation
+from callbacks.state import StateContract
 from gan_lightning.compress.profiling import interleaved_latency_ms, network_cost
 from gan_lightning.compress.pruning import example_input
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
 from gan_lightning.dataset_tensors import stack_samples
-from gan_lightning.errors import CheckpointError, ConfigError
+from gan_lightning.errors import ConfigError
 from gan_lightning.quality.evaluation import evaluate_generator, real_samples
 from gan_lightning.quality.swd import sliced_wasserstein
 
@@ -60,7 +61,7 @@ class EventRow:
 EVENT_COLUMNS = [f.name for f in fields(EventRow)]
 
 
-class CompressionCallback(GANCallback):
+class CompressionCallback(StateContract, GANCallback):
     """What every compression callback shares: its ``check_setup(trainer, module, datamodule)``
     runs before training (the CLI calls it before any run folder exists, ``setup`` again for
     Python users), the quality metric is resolved once, and the dense reference is taken at the
@@ -69,9 +70,7 @@ class CompressionCallback(GANCallback):
     option_group: str  # the callback's registered name, for messages such as --prune.metric
     metric: QualityMetric = "auto"
     dense: dict[str, int]
-    # The state contract: every key of state_dict() and a factory of its value for a fresh run
-    # and for checkpoints written before the key existed.
-    STATE: ClassVar[dict[str, Callable[[], Any]]] = {"dense": dict, "history": list}
+    STATE: ClassVar[dict[str, Callable[[], Any]]] = {"dense": dict, "history": list}  # see StateContract
     # Shown when another compression callback needs this one's events to come first (see lowrank).
     conflict_hint: ClassVar[str] = ""
     event_noun: ClassVar[str] = "compression event"
@@ -89,25 +88,6 @@ class CompressionCallback(GANCallback):
     def keeps_layer_state(self) -> bool:
         """Whether state named after layers (e.g. masks) lives on after the events."""
         return False
-
-    def reset_state(self) -> None:
-        for key, default in self.STATE.items():
-            setattr(self, key, default())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.STATE}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Named keys only; a key an older checkpoint lacks gets its fresh-run value, and a key
-        this code does not know is refused rather than set as a stray attribute."""
-        unknown = sorted(set(state) - set(self.STATE))
-        if unknown:
-            raise CheckpointError(
-                f"the checkpoint's {self.option_group} callback state has key(s) {', '.join(unknown)} that this version does not"
-                " know: resume it with the gan-lightning version that wrote it"
-            )
-        for key, default in self.STATE.items():
-            setattr(self, key, copy.deepcopy(state[key]) if key in state else default())
 
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse settings that cannot work with this model and trainer (subclasses extend this)."""

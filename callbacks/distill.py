@@ -32,6 +32,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from callbacks.registry import register
+from callbacks.state import StateContract
 from gan_lightning.compress.profiling import evaluating
 from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.storage import build_generator, spec_from_hparams
@@ -70,7 +71,7 @@ def frozen_batchnorm_statistics(network: nn.Module) -> Iterator[None]:
 
 
 @register("distill")
-class Distill(GANCallback):
+class Distill(StateContract, GANCallback):
     """Distils the dense teacher into the compressed (or smaller) generator.
 
     Args:
@@ -91,7 +92,8 @@ class Distill(GANCallback):
     """
 
     option_group = "distill"
-    STATE = ("teacher", "adapter_shapes")
+    # the teacher's record (spec, edits, weights, hash) and the adapters' shapes
+    STATE = {"teacher": lambda: None, "adapter_shapes": dict}
 
     def __init__(
         self,
@@ -117,9 +119,7 @@ class Distill(GANCallback):
         self.weights = weights
         self.feature_layers = feature_layers
         self.perceptual_layers = perceptual_layers
-        # --- state: the teacher's record (spec, edits, weights, hash) and the adapters' shapes
-        self.teacher: Optional[dict[str, Any]] = None
-        self.adapter_shapes: dict[str, list[list[int]]] = {}
+        self.reset_state()
         # --- runtime only
         self.teacher_net: Optional[nn.Module] = None
         self._taps: dict[str, FeatureTaps] = {}
@@ -309,17 +309,10 @@ class Distill(GANCallback):
         self._taps = {}
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {"teacher": self.teacher, "adapter_shapes": self.adapter_shapes}
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unknown = sorted(set(state) - set(self.STATE))
-        if unknown:
-            raise CheckpointError(f"the checkpoint's distill callback state has key(s) {', '.join(unknown)} that this version does not know")
-        self.teacher = copy.deepcopy(state.get("teacher"))
-        self.adapter_shapes = copy.deepcopy(state.get("adapter_shapes", {}))
+        super().load_state_dict(state)
         if self.teacher is None:
             self.teacher_net = None
         elif self.teacher_net is None or weights_hash(self.teacher_net) != self.teacher["sha256"]:
             self.teacher_net = self._rebuild_teacher()
-            self._stale = self.teacher_net is not None  # its taps attach at the next step
+            self._stale = True  # its taps attach at the next step
