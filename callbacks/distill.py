@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 from pytorch_lightning import Trainer
@@ -33,7 +32,7 @@ from torch import nn
 
 from callbacks.registry import register
 from callbacks.state import StateContract
-from gan_lightning.compress.profiling import evaluating
+from gan_lightning.compress.profiling import batchnorm_momentum, evaluating
 from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.storage import build_generator, spec_from_hparams
 from gan_lightning.compress.surgery import INPUT_KEY
@@ -53,21 +52,6 @@ def weights_hash(network: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-@contextmanager
-def frozen_batchnorm_statistics(network: nn.Module) -> Iterator[None]:
-    """Forward passes inside leave BatchNorm's running statistics as they were (momentum 0),
-    while still normalizing with the batch's own statistics as training does."""
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
 
 
 @register("distill")
@@ -289,7 +273,7 @@ class Distill(StateContract, GANCallback):
             target = self.teacher_net(self._teacher_latents(z, self.teacher_net))
             teacher = self._taps["teacher"].collect() if "teacher" in self._taps else {}
             if judged:
-                with frozen_batchnorm_statistics(module.discriminator):
+                with batchnorm_momentum(module.discriminator, 0.0):  # D's statistics stay those of real and student samples
                     module.discriminator(target)
                 judged_teacher = self._taps["discriminator"].collect()
         terms = {}

@@ -33,6 +33,27 @@ def evaluating(*networks: nn.Module) -> Iterator[None]:
             n.train(mode)
 
 
+def batchnorms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers that keep running statistics."""
+    return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@contextmanager
+def batchnorm_momentum(network: nn.Module, momentum: Optional[float]) -> Iterator[None]:
+    """Every BatchNorm of ``network`` updates its running statistics with ``momentum`` inside
+    (0: not at all, while still normalizing with the batch's own statistics as training does;
+    None: a plain average), each layer's own momentum restored after."""
+    norms = batchnorms(network)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = momentum
+    try:
+        yield
+    finally:
+        for m, previous in zip(norms, momenta):
+            m.momentum = previous
+
+
 @torch.no_grad()
 def forward_with_hooks(network: nn.Module, example: torch.Tensor, modules: Iterable[nn.Module], hook: Callable) -> None:
     """One eval-mode forward pass of ``network`` with ``hook`` as a forward hook on ``modules``."""

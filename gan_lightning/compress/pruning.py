@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from gan_lightning.compress.profiling import evaluating
+from gan_lightning.compress.profiling import batchnorm_momentum, batchnorms, evaluating
 from gan_lightning.compress.surgery import INPUT_KEY, ChannelGroup, compose_keep, out_dim, remove_inputs, remove_units, trace
 
 
@@ -85,23 +85,20 @@ def recalibrate_batchnorm(network: nn.Module, z_dim: int, device: torch.device, 
     After units are removed or weights zeroed, the statistics describe activations that no
     longer exist, and a generator sampled in eval mode produces garbage until training has
     slowly updated them; this makes the quality measured right after an event meaningful."""
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = batchnorms(network)
     if not norms:
         return
-    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
-        m.momentum = None  # a plain average over the batches below
     gen = torch.Generator().manual_seed(seed)
     was_training = network.training
     network.train()
     try:
-        for _ in range(batches):
-            network(torch.randn(batch_size, z_dim, generator=gen).to(device))
+        with batchnorm_momentum(network, None):  # a plain average over the batches below
+            for _ in range(batches):
+                network(torch.randn(batch_size, z_dim, generator=gen).to(device))
     finally:
         network.train(was_training)
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
 
 
 def prunable_groups(module, network: str, skip: set[str]) -> list[ChannelGroup]:
