@@ -247,12 +247,12 @@ class Distill(StateContract, GANCallback):
 
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous: Optional[nn.Module]) -> None:
         if self.teacher_net is None and network == "generator" and previous is not None:
-            structure = {}  # the first change of this run: the teacher is the generator as configured
             # BatchNorm statistics are each rank's own: rank 0's teacher is everyone's
             previous.load_state_dict(trainer.strategy.broadcast(previous.state_dict(), src=0))
             if not isinstance(getattr(previous, "z_dim", None), int):  # a generator sized by --model.z_dim
                 previous.z_dim = module.hparams.get("z_dim")
-            self._adopt_teacher(previous, spec_from_hparams(module.hparams), structure, {}, "the generator before compression")
+            # the first change of this run: the teacher has no recorded edits
+            self._adopt_teacher(previous, spec_from_hparams(module.hparams), {}, {}, "the generator before compression")
         if self.teacher_net is not None:
             self._attach(module)
 

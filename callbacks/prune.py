@@ -206,19 +206,16 @@ class Prune(CompressionCallback):
                 trace(getattr(module, net), example_input(module, net))  # refuses unsupported layers
         if self.plan.unit == "epoch":
             max_epochs = trainer.max_epochs
-            last = self.event_epochs(max_epochs)[-1]
+            last = self.plan.events(max_epochs)[-1]
             if max_epochs is not None and max_epochs >= 0 and last >= max_epochs:
                 raise ConfigError(
                     f"--prune schedule {self.schedule} prunes at epoch {last} but training ends after epoch {max_epochs - 1}"
                     " (--trainer.max_epochs): lower --prune.start_epoch/--prune.rounds/--prune.every_n_epochs or train longer"
                 )
-            if self.rewind_epoch is not None and not 0 <= self.rewind_epoch < self.event_epochs(max_epochs)[0]:
-                raise ConfigError(f"--prune.rewind_epoch must be >= 0 and before the first round (epoch {self.event_epochs(max_epochs)[0]}), got {self.rewind_epoch}")
+            if self.rewind_epoch is not None and not 0 <= self.rewind_epoch < self.plan.events(max_epochs)[0]:
+                raise ConfigError(f"--prune.rewind_epoch must be >= 0 and before the first round (epoch {self.plan.events(max_epochs)[0]}), got {self.rewind_epoch}")
         if self.importance.needs_data and not hasattr(datamodule, "train_set"):
             raise ConfigError(f"--prune.criterion {self.criterion} scores weights on real samples: it needs a gan-lightning datamodule (--data)")
-
-    def event_epochs(self, max_epochs: Optional[int]) -> list[int]:
-        return self.plan.events(max_epochs)
 
     def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
         return self.plan.events(max_epochs)[-1] if self.plan.unit == "epoch" else None
@@ -257,7 +254,7 @@ class Prune(CompressionCallback):
             self.rewind_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
         if self.plan.unit != "epoch" or self.stopped or self.trial is not None:
             return
-        epochs = self.event_epochs(trainer.max_epochs)
+        epochs = self.plan.events(trainer.max_epochs)
         if self.next_event < len(epochs) and epoch == epochs[self.next_event]:
             if self.plan.verified:
                 self._try_step(trainer, pl_module)

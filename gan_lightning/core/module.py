@@ -193,7 +193,7 @@ class GANModule(pl.LightningModule):
         terms: dict[str, torch.Tensor] = {}
         for cb in callbacks_with_hook(self.trainer, "generator_loss_terms"):
             terms.update(cb.generator_loss_terms(self.trainer, self, z, fake))
-        g_loss = (g_adv if adv_weight == 1.0 else adv_weight * g_adv) + sum(terms.values())
+        g_loss = adv_weight * g_adv + sum(terms.values())  # 1.0 * x is x, bit for bit
         self._refuse_non_finite("train/g_loss", g_loss)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
