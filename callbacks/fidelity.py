@@ -66,6 +66,7 @@ class FidelityEvaluation(Callback):
         self.domain_cache_dir = Path(domain_cache_dir) if domain_cache_dir else DEFAULT_CACHE_DIR
         self.domain_epochs = domain_epochs
         self.domain_weights: Optional[str] = None
+        self.last: Optional[dict] = None  # the last measurement and how it was made (exports' model cards read it)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         data = trainer.datamodule
@@ -109,6 +110,16 @@ class FidelityEvaluation(Callback):
         if "error" in values:
             raise EvaluationError(values["error"])
         logged = {f"val/{k}": v for k, v in values.items() if not k.startswith("num_")}
+        self.last = {
+            "epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": dict(logged), "features": self.features,
+            "num_fake": int(values["num_fake"]), "num_real": int(values["num_real"]), "real_split": self.real_split, "seed": self.seed,
+        }
         if "val/fid" in logged:
             pl_module.log("val/fid", logged.pop("val/fid"), prog_bar=True)
         pl_module.log_dict(logged)
+
+    def state_dict(self) -> dict:
+        return {"last": self.last}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.last = state_dict.get("last")

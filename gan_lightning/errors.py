@@ -20,3 +20,7 @@ class CheckpointError(GANLightningError, RuntimeError):
 
 class NonFiniteLossError(GANLightningError, FloatingPointError):
     """A loss became NaN or infinite; the weights from before that step are kept."""
+
+
+class ExportError(GANLightningError, RuntimeError):
+    """An exported model does not reproduce the PyTorch generator, or cannot be written or run."""

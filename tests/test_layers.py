@@ -21,6 +21,7 @@ ROOMS = {
     "gan_lightning.compress": (("gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "torch_fidelity", "jsonargparse")),
     "gan_lightning.quality": (("gan_lightning.quality", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse")),
     "gan_lightning.distill": (("gan_lightning.distill", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse")),
+    "gan_lightning.deploy": (("gan_lightning.deploy", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse", "torch_fidelity")),
     "gan_lightning.core": (("gan_lightning.core", "gan_lightning.compress", "gan_lightning.quality", *LEAVES), ()),
     "callbacks": (("callbacks", "gan_lightning.core", "gan_lightning.compress", "gan_lightning.quality", "gan_lightning.distill", *LEAVES), ()),
     "gan_lightning.commands": (OURS, ()),

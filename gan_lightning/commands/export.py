@@ -1,47 +1,147 @@
-"""Export the generator of a checkpoint in compact form and print dense vs exported file size.
+"""Export the sampling generator of a checkpoint: compact PyTorch, TorchScript or ONNX, with a model card.
 
-    python -m gan_lightning.commands.export --ckpt_path runs/gan-lightning/<run>/checkpoints/last.ckpt --out g.pt [--dense]
+    python -m gan_lightning.commands.export --ckpt_path runs/.../checkpoints/last.ckpt --out g.pt             # compact
+    python -m gan_lightning.commands.export --ckpt_path ... --out g.onnx --format onnx                      # needs the export extra
+    python -m gan_lightning.commands.export --ckpt_path ... --out g.ts --format torchscript
 
-The file holds the sampling generator (the EMA copy when the run keeps one) with every tensor
-in its smallest encoding (dense, or sparse when unstructured pruning zeroed enough of it),
-plus the class path, init args, pruning record and low-rank ranks that rebuild it:
-``gan_lightning.load_exported("g.pt")`` returns the generator, ready to sample.
+Every format holds the sampling generator only (the EMA copy when the run keeps one), with
+pruning masks already in its weights; the discriminator, a distillation teacher and its
+adapters stay behind. ``compact`` is the gan-lightning format (each tensor in its smallest
+encoding; ``gan_lightning.load_exported`` rebuilds it). ``torchscript`` and ``onnx`` run
+without gan-lightning and are checked against the PyTorch generator before they are kept.
+Each file gets a model card beside it, ``<out>.card.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+import yaml
 
 from gan_lightning.commands.console import run
-from gan_lightning.compress.storage import ExportReport, export_generator, spec_from_hparams
+from gan_lightning.compress.storage import ExportReport, configured_generator, export_generator, spec_from_hparams
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
-from gan_lightning.errors import CheckpointError
+from gan_lightning.deploy.card import card_path, cost_entry, model_card, sha256, write_card
+from gan_lightning.deploy.runtimes import RUNTIMES, latents, write_verified
+from gan_lightning.errors import CheckpointError, ConfigError
+
+FORMATS = ("compact", *RUNTIMES)
 
 
-def export_checkpoint(ckpt_path: str | Path, out: str | Path, sparse: bool = True) -> ExportReport:
-    """Export the sampling generator of a train.py checkpoint (see :func:`export_generator`)."""
+def _refuse_overwrite(paths: list[Path], ckpt_path: Path, overwrite: bool) -> None:
+    for path in paths:
+        if path.exists() and path.resolve() == ckpt_path.resolve():
+            raise ConfigError(f"--out {path} is the checkpoint being exported; choose another file name")
+        if path.exists() and not overwrite:
+            raise ConfigError(f"--out would replace the existing file {path}; choose another name or pass --overwrite")
+        if path.is_dir():
+            raise ConfigError(f"--out {path} is a folder; give a file name such as {path / 'g.onnx'}")
+
+
+def run_quality(checkpoint: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The last metrics measurement the run saved (FidelityEvaluation's state), if any."""
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if key.startswith("FidelityEvaluation") and isinstance(state, dict) and state.get("last"):
+            return state["last"]
+    return None
+
+
+def training_config(ckpt_path: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The run's config.yaml (next to ``checkpoints/``) when it is there, else the model's hyper-parameters."""
+    config = ckpt_path.parent.parent / "config.yaml"
+    if config.is_file():
+        return {"source": str(config), "config": yaml.safe_load(config.read_text())}
+    return {"source": "checkpoint hyper-parameters (the run's config.yaml was not found)", "config": checkpoint.get("hyper_parameters")}
+
+
+def load_for_export(ckpt_path: str | Path) -> tuple[GANModule, dict[str, Any], dict[str, Any]]:
+    """The module of a train.py checkpoint, the raw checkpoint, and its generator spec."""
     checkpoint = read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
-    if spec_from_hparams(checkpoint.get("hyper_parameters")) is None:
+    spec = spec_from_hparams(checkpoint.get("hyper_parameters"))
+    if spec is None:
         raise CheckpointError(f"--ckpt_path {ckpt_path} holds no generator class path in its hyper-parameters; export checkpoints written by train.py")
-    module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu")  # keeps the class paths in hparams
-    return export_generator(module, out, sparse=sparse, checkpoint_path=ckpt_path)
+    module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()  # keeps the class paths in hparams
+    return module, checkpoint, spec
+
+
+def export_checkpoint(ckpt_path: str | Path, out: str | Path, fmt: str = "compact", sparse: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Export the sampling generator of a train.py checkpoint in ``fmt`` and write its model
+    card; returns the card (the compact format's size report is under ``"sizes"``)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    ckpt_path, out = Path(ckpt_path), Path(out)
+    _refuse_overwrite([out, card_path(out)], ckpt_path, overwrite)
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+    module, checkpoint, spec = load_for_export(ckpt_path)
+    generator = module.sampling_generator.eval()
+    configured, build_z = configured_generator(module, spec)
+    sizes = verification = None
+    if fmt == "compact":
+        sizes = asdict(export_generator(module, out, spec=spec, sparse=sparse, checkpoint_path=ckpt_path))
+    else:
+        metadata = {"z_dim": module.z_dim, "generator": spec}
+        verification = asdict(write_verified(generator, module.z_dim, out, fmt, metadata))
+    architecture = {
+        **spec,
+        "pruned_units": {layer: len(kept) for layer, kept in module.structure.get("generator", {}).items()},
+        "lowrank_ranks": {k.removeprefix("generator."): int(r) for k, r in module.lowrank.items() if k.startswith("generator.")},
+    }
+    card = model_card(
+        file=out,
+        runtime=fmt,
+        architecture=architecture,
+        z_dim=module.z_dim,
+        output_shape=list(generator(latents(1, module.z_dim)).detach().shape[1:]),
+        cost=cost_entry(generator, configured, module.z_dim, build_z),
+        quality=run_quality(checkpoint),
+        verification=verification,
+        source={"checkpoint": str(ckpt_path), "sha256": sha256(ckpt_path), "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")},
+        training_config=training_config(ckpt_path, checkpoint),
+    )
+    card["card_path"] = str(write_card({**card, "sizes": sizes} if sizes else card, out))
+    card["sizes"] = sizes
+    return card
+
+
+def summary(card: dict[str, Any]) -> str:
+    cost, quality = card["cost"], card["quality"]
+    lines = [
+        f"generator: {card['architecture']['class_path']}, z_dim {card['input']['shape'][1]}, output {card['output']['shape'][1:]}",
+        f"params {cost['params']:,} ({cost['nonzero_params']:,} non-zero, sparsity {cost['sparsity']:.1%});"
+        f" MACs/sample {cost['macs_per_sample']:,} ({cost['mac_reduction']:.2f}x fewer than configured)",
+    ]
+    if card["verification"]:
+        v = card["verification"]
+        lines.append(f"verified: max |difference| {v['max_abs_diff']:.2g} from the PyTorch generator on {v['batch']} fixed latents (tolerance {v['tolerance']:g})")
+    if quality:
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in quality["metrics"].items() if k in ("val/fid", "val/kid", "val/swd", "val/modes"))
+        lines.append(f"quality at step {quality['step']}: {metrics} ({quality['features']} features, {quality['num_fake']} generated vs {quality['num_real']} {quality['real_split']} samples)")
+    else:
+        lines.append("quality: the run measured none (metrics off); see python -m gan_lightning.commands.evaluate")
+    return "\n".join(lines)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint written by train.py")
-    parser.add_argument("--out", type=Path, required=True, help="the export file to write, e.g. g.pt")
-    parser.add_argument("--dense", action="store_true", help="store every tensor dense (for comparison)")
+    parser.add_argument("--out", type=Path, required=True, help="the file to write, e.g. g.pt, g.ts or g.onnx")
+    parser.add_argument("--format", choices=FORMATS, default="compact", help="compact (gan-lightning, smallest), torchscript or onnx (needs the export extra)")
+    parser.add_argument("--dense", action="store_true", help="compact format: store every tensor dense (for comparison)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out and its card if they exist")
     args = parser.parse_args(argv)
 
     def export() -> None:
-        report = export_checkpoint(args.ckpt_path, args.out, sparse=not args.dense)
-        print(report.table())
-        print(f"wrote {report.path}")
+        card = export_checkpoint(args.ckpt_path, args.out, args.format, sparse=not args.dense, overwrite=args.overwrite)
+        if card["sizes"]:
+            print(ExportReport(**card["sizes"]).table())
+        print(summary(card))
+        print(f"wrote {args.out} and {card['card_path']}")
 
     return run(export)
 

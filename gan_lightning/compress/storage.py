@@ -156,6 +156,16 @@ def build_generator(spec: dict[str, Any]) -> nn.Module:
         raise CheckpointError(f"generator class {spec['class_path']!r} does not take the recorded init args ({exc})") from exc
 
 
+def configured_generator(module, spec: dict[str, Any]) -> tuple[nn.Module, int]:
+    """The generator as configured (before any compression), freshly built, and the latent
+    size it was built with."""
+    configured = build_generator(spec)
+    build_z = module.hparams.get("z_dim") or getattr(configured, "z_dim", None)
+    if not isinstance(build_z, int):
+        raise ConfigError("the generator has no integer z_dim attribute and the module no z_dim hyper-parameter")
+    return configured, build_z
+
+
 def _saved_size(obj: Any) -> int:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -174,10 +184,7 @@ def export_generator(
     (present when the module came from train.py); ``sparse=False`` stores every tensor dense."""
     spec = spec or generator_spec(module)
     generator = module.sampling_generator
-    configured = build_generator(spec)
-    build_z = module.hparams.get("z_dim") or getattr(configured, "z_dim", None)
-    if not isinstance(build_z, int):
-        raise ConfigError("the generator has no integer z_dim attribute and the module no z_dim hyper-parameter")
+    configured, build_z = configured_generator(module, spec)
     state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
     entries, pieces, offset, counts = [], [], 0, {}
     for name, tensor in state.items():

@@ -1,0 +1,80 @@
+"""``python -m gan_lightning.commands.export --format torchscript|onnx`` on a train.py checkpoint
+of a pruned and distilled run: the files hold the student only, match it, and carry a model
+card whose numbers are the checkpoint's; existing files are never replaced by accident."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from gan_lightning.commands import export as export_command
+from gan_lightning.compress.profiling import network_cost
+from gan_lightning.core.module import GANModule
+from gan_lightning.deploy.runtimes import load_runtime
+from tests.helpers import REPO
+from train import main
+
+pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
+TINY = str(REPO / "tests" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory):
+    """A run pruned at epoch 1 and distilled from its dense teacher in epoch 2, metrics on."""
+    run = tmp_path_factory.mktemp("distilled")
+    args = [
+        "--config", TINY, "--trainer.default_root_dir", str(run), "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(run),
+        "--checkpoint.monitor", "null", "--trainer.max_epochs", "2", "--callbacks", "prune,distill", "--prune.start_epoch", "1",
+        "--prune.generator_amount", "0.5", "--prune.metric", "none", "--model.ema_decay", "0.9",
+    ]
+    assert main(args) == 0
+    return run / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_the_export_is_the_student_alone_and_its_card_holds_the_checkpoints_numbers(tmp_path, distilled, fmt, capsys):
+    out = tmp_path / f"g.{fmt}"
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(out), "--format", fmt]) == 0
+    assert f"wrote {out} and {out}.card.json" in capsys.readouterr().out
+    module = GANModule.load_from_checkpoint(distilled, map_location="cpu").eval()
+    student = module.sampling_generator
+    checkpoint = torch.load(distilled, map_location="cpu", weights_only=False)
+    assert any(k.startswith("auxiliary.") for k in checkpoint["state_dict"]), "the run has adapters, which must stay out of the export"
+    model = load_runtime(out)
+    z = module.sample_z(6, seed=2)
+    with torch.no_grad():
+        assert torch.allclose(model(z), student(z), atol=1e-5)
+    if fmt == "torchscript":  # every tensor of the file is a tensor of the student: no teacher, adapter or discriminator
+        assert set(model.state_dict()) == set(student.state_dict())
+
+    card = json.loads((tmp_path / f"g.{fmt}.card.json").read_text())
+    cost = network_cost(student, torch.zeros(1, module.z_dim))
+    assert card["cost"]["params"] == cost.params and card["cost"]["macs_per_sample"] == cost.macs
+    assert card["cost"]["mac_reduction"] > 1.5  # half the units of each pruned layer are gone
+    assert card["input"]["shape"] == ["batch", module.z_dim] and card["output"]["shape"] == ["batch", 1, 8, 8]
+    assert card["quality"] == checkpoint["callbacks"]["FidelityEvaluation"]["last"]
+    assert card["quality"]["step"] == checkpoint["global_step"] and card["quality"]["num_real"] == 180
+    assert card["source"]["sha256"] == sha(distilled) and card["sha256"] == sha(out)
+    assert card["training_config"]["config"]["prune"]["generator_amount"] == 0.5
+    assert card["verification"]["max_abs_diff"] <= card["verification"]["tolerance"]
+
+
+def test_existing_files_and_the_checkpoint_itself_are_never_replaced(tmp_path, distilled, capsys):
+    before = sha(distilled)
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(distilled), "--format", "onnx"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {distilled} is the checkpoint being exported; choose another file name"
+    assert sha(distilled) == before
+    existing = tmp_path / "g.onnx"
+    existing.write_bytes(b"a model someone kept")
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(existing), "--format", "onnx"]) == 2
+    assert "--out would replace the existing file" in capsys.readouterr().err
+    assert existing.read_bytes() == b"a model someone kept" and not (tmp_path / "g.onnx.card.json").exists()
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(existing), "--format", "onnx", "--overwrite"]) == 0
+    assert load_runtime(existing).z_dim == 8
