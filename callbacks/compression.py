@@ -1,11 +1,12 @@
 """What one compression event did, measured the same way by every compression callback.
 
 A callback calls :func:`before_event` just before it changes the networks and
-:func:`report_event` just after. The report holds, for the generator and discriminator,
-parameters, non-zero parameters and per-sample MACs, the generator's latency before and
-after (same process, same batch, interleaved medians), and a quality metric before and
-after. It is logged as ``compress/*`` scalars, a ``compress/layers`` table (sparsity of every
-layer against the dense network) and a cumulative ``compress/events`` table.
+:func:`report_event` just after. The report holds, for the generator and discriminator (on any
+other LightningModule: the networks the callback compresses), parameters, non-zero parameters
+and per-sample MACs, the first network's latency before and after (same process, same batch,
+interleaved medians), and a quality metric before and after. It is logged as ``compress/*``
+scalars, a ``compress/layers`` table (sparsity of every layer against the dense network) and a
+cumulative ``compress/events`` table.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any, Callable, ClassVar, Literal, Optional
 import torch
 from pytorch_lightning import Trainer
 
+from callbacks.any_module import is_gan
 from callbacks.fidelity import FidelityEvaluation
 from callbacks.state import StateContract
 from gan_lightning.compress.profiling import interleaved_latency_ms, network_cost
-from gan_lightning.compress.pruning import example_input
+from gan_lightning.compress.pruning import GAN_NETWORKS, example_input
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
@@ -30,6 +32,7 @@ from gan_lightning.quality.evaluation import evaluate_generator, real_samples
 from gan_lightning.quality.swd import sliced_wasserstein
 
 QualityMetric = Literal["auto", "fid", "swd", "none"]
+PREFIX = {"generator": "g", "discriminator": "d"}  # compress/g_macs; other networks go by their attribute name
 LAYER_COLUMNS = ["event", "network", "layer", "weight_shape", "dense_weights", "weights", "nonzero", "sparsity", "macs"]
 
 
@@ -80,6 +83,11 @@ class CompressionCallback(StateContract, GANCallback):
         """The networks this callback changes."""
         raise NotImplementedError
 
+    def reported(self, module) -> list[str]:
+        """The networks every event report covers, the first one's latency measured: a GAN's
+        generator and discriminator whatever was compressed, else the networks in scope."""
+        return list(GAN_NETWORKS) if is_gan(module) else self.scoped
+
     def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
         """The epoch of this callback's last change to the networks' layers; None when its
         events are not placed in epochs."""
@@ -91,18 +99,21 @@ class CompressionCallback(StateContract, GANCallback):
 
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse settings that cannot work with this model and trainer (subclasses extend this)."""
-        resolve_metric(trainer, self.metric, self.option_group)
+        resolve_metric(trainer, module, self.metric, self.option_group)
 
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
         self.check_setup(trainer, pl_module, trainer.datamodule)
-        self.metric_name, self.fidelity = resolve_metric(trainer, self.metric, self.option_group)
+        self.metric_name, self.fidelity = resolve_metric(trainer, pl_module, self.metric, self.option_group)
 
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         if not self.dense:
-            self.dense = dense_weight_counts(pl_module)
+            self.dense = dense_weight_counts(pl_module, self.reported(pl_module))
             self.on_dense_reference(pl_module)
+
+    def before_event(self, trainer: Trainer, module) -> Before:
+        return before_event(trainer, module, self.reported(module)[0], self.metric_name, self.fidelity)
 
     def on_dense_reference(self, module) -> None:
         """Called once, when the dense reference is taken: record other dense-network facts."""
@@ -126,13 +137,30 @@ def forget_best_checkpoints(trainer: Trainer) -> list[str]:
     return forgotten
 
 
-def dense_weight_counts(module) -> dict[str, int]:
+def dense_weight_counts(module, networks: list[str]) -> dict[str, int]:
     """Weight elements per layer of the untouched networks, the reference every sparsity is measured against."""
-    return {f"{net}.{name}": p.numel() for net in ("generator", "discriminator") for name, p in getattr(module, net).named_parameters() if name.endswith("weight") and p.dim() > 1}
+    return {f"{net}.{name}": p.numel() for net in networks for name, p in getattr(module, net).named_parameters() if name.endswith("weight") and p.dim() > 1}
 
 
-def resolve_metric(trainer: Trainer, metric: QualityMetric, option_group: str) -> tuple[str, Optional[FidelityEvaluation]]:
-    """``auto`` is FID when the run measures FID (``--metrics.features`` not none), else SWD."""
+def summary_key(network: str, quantity: str) -> str:
+    """``compress/g_macs`` for a GAN's generator, ``compress/<attribute>_macs`` for other networks."""
+    return f"compress/{PREFIX.get(network, network)}_{quantity}"
+
+
+def quality_change(summary: dict[str, float], metric: str) -> str:
+    """``, fid 37.1 -> 50.9`` for an event's log line; nothing when no metric is measured."""
+    if metric == "none":
+        return ""
+    return f", {metric} {summary[f'compress/{metric}_before']:.4g} -> {summary[f'compress/{metric}_after']:.4g}"
+
+
+def resolve_metric(trainer: Trainer, module, metric: QualityMetric, option_group: str) -> tuple[str, Optional[FidelityEvaluation]]:
+    """``auto`` is FID when the run measures FID (``--metrics.features`` not none), else SWD;
+    both measure a GAN's samples, so on any other LightningModule ``auto`` is none."""
+    if not is_gan(module):
+        if metric in ("fid", "swd"):
+            raise ConfigError(f"--{option_group}.metric {metric} measures a GAN's samples: on {type(module).__name__} use auto or none")
+        return "none", None
     fidelity = next((cb for cb in trainer.callbacks if isinstance(cb, FidelityEvaluation)), None)
     usable = fidelity is not None and fidelity.every_n_epochs > 0 and fidelity.features != "none"
     if metric == "fid" and not usable:
@@ -167,13 +195,22 @@ def measure_quality(trainer: Trainer, module, metric: str, fidelity: Optional[Fi
 
 @dataclass
 class Before:
-    generator: torch.nn.Module  # a copy, for the latency comparison
-    z_dim: int
+    network: torch.nn.Module  # a copy of the first reported network, for the latency comparison
+    z_dim: Optional[int]  # a GAN's latent size before the event (latent pruning may shrink it)
     metric: float
 
 
-def before_event(trainer: Trainer, module, metric: str, fidelity: Optional[FidelityEvaluation]) -> Before:
-    return Before(copy.deepcopy(module.generator), module.z_dim, measure_quality(trainer, module, metric, fidelity))
+def before_event(trainer: Trainer, module, network: str, metric: str, fidelity: Optional[FidelityEvaluation]) -> Before:
+    return Before(copy.deepcopy(getattr(module, network)), getattr(module, "z_dim", None), measure_quality(trainer, module, metric, fidelity))
+
+
+def previous_network(module, network: str) -> Optional[torch.nn.Module]:
+    """What ``on_architecture_changed`` hands over as ``previous`` (a distillation teacher): a
+    copy of a GAN's sampling generator (the EMA copy when there is one) for a generator change,
+    nothing for the discriminator, and a copy of the network itself on any other module."""
+    if not is_gan(module):
+        return copy.deepcopy(getattr(module, network))
+    return copy.deepcopy(module.sampling_generator) if network == "generator" else None
 
 
 def report_event(
@@ -190,17 +227,17 @@ def report_event(
 ) -> dict[str, float]:
     """Measure, log and return the state after an event; appends a row to ``history`` (the
     caller's events table, kept in its state so resumed runs log the whole history).
+    ``dense`` names the networks reported, the first one's latency measured.
     ``after_metric`` saves a second evaluation when the caller has just measured it."""
     if after_metric is None:
         after_metric = measure_quality(trainer, module, metric, fidelity)
-    z = torch.randn(latency_batch, before.z_dim, device=module.device)
-    latency = interleaved_latency_ms({"before": before.generator, "after": _Resized(module.generator, module.z_dim)}, z)
-    g_cost = network_cost(module.generator, example_input(module, "generator"))
-    d_cost = network_cost(module.discriminator, example_input(module, "discriminator"))
-    rows, removed, total = [], {"generator": 0, "discriminator": 0}, {"generator": 0, "discriminator": 0}
-    for net in ("generator", "discriminator"):
+    networks = list(dict.fromkeys(key.split(".", 1)[0] for key in dense))
+    latency = interleaved_latency_ms(*_latency_pair(module, networks[0], before, latency_batch))
+    costs = {net: network_cost(getattr(module, net), example_input(module, net)) for net in networks}
+    rows, removed, total = [], dict.fromkeys(networks, 0), dict.fromkeys(networks, 0)
+    for net in networks:
         params = dict(getattr(module, net).named_parameters())
-        cost = g_cost if net == "generator" else d_cost
+        cost = costs[net]
         for key, n_dense in dense.items():
             if not key.startswith(net + "."):
                 continue
@@ -213,26 +250,26 @@ def report_event(
             macs = cost.layers[layer].macs if layer in cost.layers else 0
             shape = "x".join(map(str, w.shape)) if w is not None else "removed"
             rows.append([event, net, layer, shape, n_dense, w.numel() if w is not None else 0, nonzero, round(1 - nonzero / n_dense, 4), macs])
-    summary = {
-        "compress/sparsity": removed["generator"] / max(total["generator"], 1),
-        "compress/d_sparsity": removed["discriminator"] / max(total["discriminator"], 1),
-        "compress/g_params": float(g_cost.params),
-        "compress/g_nonzero": float(g_cost.nonzero),
-        "compress/g_macs": float(g_cost.macs),
-        "compress/d_params": float(d_cost.params),
-        "compress/d_macs": float(d_cost.macs),
+    summary = {}
+    for i, net in enumerate(networks):  # the first network's sparsity is compress/sparsity
+        summary["compress/sparsity" if i == 0 else summary_key(net, "sparsity")] = removed[net] / max(total[net], 1)
+        summary.update({summary_key(net, quantity): float(getattr(costs[net], quantity)) for quantity in ("params", "nonzero", "macs")})
+    summary.update({
         "compress/latency_ms_before": latency["before"],
         "compress/latency_ms": latency["after"],
         "compress/speedup": latency["before"] / latency["after"],
         f"compress/{metric}_before": before.metric,
         f"compress/{metric}_after": after_metric,
-    }
+    })
     row = EventRow(
-        event=event, epoch=trainer.current_epoch, step=logging_step(trainer), g_sparsity=round(summary["compress/sparsity"], 4),
-        d_sparsity=round(summary["compress/d_sparsity"], 4), g_params=g_cost.params, g_macs=g_cost.macs, d_params=d_cost.params,
-        d_macs=d_cost.macs, latency_ms_before=round(latency["before"], 4), latency_ms_after=round(latency["after"], 4),
-        speedup=round(summary["compress/speedup"], 3), metric=metric, metric_before=round(before.metric, 4), metric_after=round(after_metric, 4),
+        event=event, epoch=trainer.current_epoch, step=logging_step(trainer), latency_ms_before=round(latency["before"], 4),
+        latency_ms_after=round(latency["after"], 4), speedup=round(summary["compress/speedup"], 3), metric=metric,
+        metric_before=round(before.metric, 4), metric_after=round(after_metric, 4),
     )
+    if is_gan(module):  # the table's g_*/d_* columns
+        g, d = costs["generator"], costs["discriminator"]
+        row.g_sparsity, row.d_sparsity = round(summary["compress/sparsity"], 4), round(summary["compress/d_sparsity"], 4)
+        row.g_params, row.g_macs, row.d_params, row.d_macs = g.params, g.macs, d.params, d.macs
     history.append(row.as_row())
     if trainer.is_global_zero:
         for logger in trainer.loggers:
@@ -240,6 +277,16 @@ def report_event(
         log_table(trainer, "compress/layers", LAYER_COLUMNS, rows)
         log_table(trainer, "compress/events", EVENT_COLUMNS, history)
     return summary
+
+
+def _latency_pair(module, network: str, before: Before, batch: int) -> tuple[dict[str, torch.nn.Module], torch.Tensor]:
+    """The network before and after the event, and one input of ``batch`` samples for both: a
+    GAN generator's latents, or the network's example input repeated."""
+    if network == "generator" and is_gan(module):
+        z = torch.randn(batch, before.z_dim, device=module.device)
+        return {"before": before.network, "after": _Resized(module.generator, module.z_dim)}, z
+    example = example_input(module, network)
+    return {"before": before.network, "after": getattr(module, network)}, example[torch.arange(batch) % len(example)]
 
 
 class _Resized(torch.nn.Module):

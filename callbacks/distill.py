@@ -17,6 +17,14 @@ perceptual term on discriminator features. The adversarial term is kept, scaled 
 
 The teacher is frozen (eval mode, no gradients, never in an optimizer) and saved in this
 callback's state with a hash of its weights, so ``--ckpt_path`` resumes with the same teacher.
+
+On a LightningModule that is not a GANModule (``callbacks/any_module.py``) the student is the
+network named by ``network``, the teacher its copy from just before a compression callback
+first changed it, and the one term is the output term: the student's outputs in each training
+step (its logits, for a classifier) against the teacher's on the same inputs, added to the loss
+the module's ``training_step`` returns and logged as ``train/distill_output``. The feature,
+alignment and perceptual terms and the adversarial weight belong to a GAN (adapters in
+``GANModule.auxiliary``, the discriminator) and are not engaged there.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
+from callbacks.any_module import LossTerms, check_networks, is_gan, refuse_gan_only
 from callbacks.registry import register
 from callbacks.state import StateContract
 from gan_lightning.compress.profiling import batchnorm_momentum, evaluating
@@ -40,7 +49,7 @@ from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.core.module import GANModule
 from gan_lightning.distill.losses import OutputLoss, adapter, adapter_key, alignment_loss, feature_loss, output_loss, perceptual_loss
-from gan_lightning.distill.taps import FeatureTaps, check_layers, default_feature_layers
+from gan_lightning.distill.taps import FeatureTaps, TrainingCalls, check_layers, default_feature_layers
 from gan_lightning.errors import CheckpointError, ConfigError
 
 AUXILIARY = "distill"  # the key of the adapters in GANModule.auxiliary
@@ -73,6 +82,10 @@ class Distill(StateContract, GANCallback):
         perceptual_layers: discriminator module paths for the perceptual term; default: its
             hidden activations.
         gan_weight: factor on the adversarial term while distilling (0 turns it off).
+        network: on a LightningModule that is not a GANModule (and only there), the attribute of
+            the network to distil, e.g. ``"model"``: only the output term is used (``output_loss``
+            ``mse`` matches a classifier's logits), ``feature_weight`` is ignored and the other
+            settings above that need a GAN are refused.
     """
 
     option_group = "distill"
@@ -90,6 +103,7 @@ class Distill(StateContract, GANCallback):
         perceptual_weight: float = 0.0,
         perceptual_layers: Optional[list[str]] = None,
         gan_weight: float = 1.0,
+        network: Optional[str] = None,
     ) -> None:
         weights = {"output_weight": output_weight, "feature_weight": feature_weight, "alignment_weight": alignment_weight,
                    "perceptual_weight": perceptual_weight, "gan_weight": gan_weight}
@@ -103,10 +117,13 @@ class Distill(StateContract, GANCallback):
         self.weights = weights
         self.feature_layers = feature_layers
         self.perceptual_layers = perceptual_layers
+        self.network = network
         self.reset_state()
         # --- runtime only
         self.teacher_net: Optional[nn.Module] = None
         self._taps: dict[str, FeatureTaps] = {}
+        self._calls: Optional[TrainingCalls] = None  # any other LightningModule: the student's training calls
+        self._loss_terms: Optional[LossTerms] = None  # ... and the wrapper adding the output term to its loss
         self._latents: Optional[torch.Tensor] = None
         self._stale = False  # the taps hook an older teacher object
 
@@ -117,6 +134,10 @@ class Distill(StateContract, GANCallback):
 
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
+        check_networks(module, None if self.network is None else [self.network], "--distill.network", 'Distill(network="model")')
+        if not is_gan(module):
+            self._check_any_module(trainer, module)
+            return
         if self.feature_layers is not None:
             check_layers(module.generator, self.feature_layers, "--distill.feature_layers")
         if self.perceptual_layers is not None:
@@ -129,6 +150,21 @@ class Distill(StateContract, GANCallback):
             )
         if self.teacher_ckpt is not None and self.teacher_net is None:
             self._load_teacher_checkpoint(module)
+
+    def _check_any_module(self, trainer: Trainer, module) -> None:
+        w = self.weights
+        refuse_gan_only(module, {
+            "--distill.teacher_ckpt": self.teacher_ckpt is not None, "--distill.alignment_weight": w["alignment_weight"] > 0,
+            "--distill.perceptual_weight": w["perceptual_weight"] > 0, "--distill.gan_weight": w["gan_weight"] != 1.0,
+            "--distill.feature_layers": self.feature_layers is not None, "--distill.perceptual_layers": self.perceptual_layers is not None,
+        }, f" (there the output term of {self.network!r} against its copy from before compression is the only one)")
+        if w["output_weight"] == 0:
+            raise ConfigError(f"--distill.output_weight is 0, and on {type(module).__name__} the output term is the only one: set it > 0")
+        if not any(self.network in (getattr(cb, "scoped", None) or ()) for cb in trainer.callbacks):
+            raise ConfigError(
+                f"--callbacks distill needs a teacher: switch on a compression callback that changes {self.network!r}"
+                f" (e.g. Prune(networks={{{self.network!r}: 0.5}}) or LowRankFactorization(networks=[{self.network!r}]))"
+            )
 
     def _load_teacher_checkpoint(self, module) -> None:
         path = self.teacher_ckpt
@@ -171,7 +207,7 @@ class Distill(StateContract, GANCallback):
         self.teacher = {
             "spec": spec, "structure": {k: list(v) for k, v in structure.items()}, "ranks": dict(ranks),
             "state_dict": {k: v.detach().cpu().clone() for k, v in teacher.state_dict().items()},
-            "z_dim": int(teacher.z_dim), "source": source, "sha256": weights_hash(teacher),
+            "z_dim": getattr(teacher, "z_dim", None), "source": source, "sha256": weights_hash(teacher),
         }
         self.teacher_net = teacher
         rank_zero_info(f"distill: teacher from {source} ({sum(p.numel() for p in teacher.parameters()):,} parameters)")
@@ -193,7 +229,14 @@ class Distill(StateContract, GANCallback):
 
     # ------------------------------------------------------------------ taps and adapters
     def _attach(self, module) -> None:
-        """(Re)attach the feature taps by path and size the adapters to the current student."""
+        """(Re)attach the feature taps by path and size the adapters to the current student; on
+        any other LightningModule, keep the student network's training calls."""
+        if not is_gan(module):
+            if self._calls is not None:
+                self._calls.remove()
+            self.teacher_net.to(module.device)
+            self._calls = TrainingCalls(getattr(module, self.network))
+            return
         self._stale = False
         for taps in self._taps.values():
             taps.remove()
@@ -231,7 +274,10 @@ class Distill(StateContract, GANCallback):
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
-        if self.teacher is None:
+        if not is_gan(pl_module):  # no GAN hooks: the output term joins the loss training_step returns
+            self.check_setup(trainer, pl_module, trainer.datamodule)
+            self._loss_terms = LossTerms(pl_module, self._output_terms)
+        elif self.teacher is None:
             self.check_setup(trainer, pl_module, trainer.datamodule)  # loads a --distill.teacher_ckpt teacher
         if self.teacher_net is not None:
             self._attach(pl_module)
@@ -246,13 +292,17 @@ class Distill(StateContract, GANCallback):
             self._attach(module)
 
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous: Optional[nn.Module]) -> None:
-        if self.teacher_net is None and network == "generator" and previous is not None:
+        student = "generator" if is_gan(module) else self.network
+        if self.teacher_net is None and network == student and previous is not None:
             # BatchNorm statistics are each rank's own: rank 0's teacher is everyone's
             previous.load_state_dict(trainer.strategy.broadcast(previous.state_dict(), src=0))
-            if not isinstance(getattr(previous, "z_dim", None), int):  # a generator sized by --model.z_dim
-                previous.z_dim = module.hparams.get("z_dim")
+            spec = None  # a network this project did not build has no class path to rebuild it from
+            if is_gan(module):
+                if not isinstance(getattr(previous, "z_dim", None), int):  # a generator sized by --model.z_dim
+                    previous.z_dim = module.hparams.get("z_dim")
+                spec = spec_from_hparams(module.hparams)
             # the first change of this run: the teacher has no recorded edits
-            self._adopt_teacher(previous, spec_from_hparams(module.hparams), {}, {}, "the generator before compression")
+            self._adopt_teacher(previous, spec, {}, {}, f"the {student} before compression")
         if self.teacher_net is not None:
             self._attach(module)
 
@@ -287,10 +337,25 @@ class Distill(StateContract, GANCallback):
             terms["distill_perceptual"] = w["perceptual_weight"] * perceptual_loss(judged, judged_teacher)
         return terms
 
+    def _output_terms(self) -> dict[str, torch.Tensor]:
+        """On any other LightningModule: the output term of this training step, the student's
+        outputs against the teacher's on the same inputs (averaged over calls, if it ran twice)."""
+        calls = self._calls.take() if self._calls is not None else []
+        if self.teacher_net is None or not calls:
+            return {}
+        with torch.no_grad():
+            targets = [self.teacher_net(*inputs) for inputs, _ in calls]
+        loss = torch.stack([output_loss(out, target, self.output_loss) for (_, out), target in zip(calls, targets)]).mean()
+        return {"distill_output": self.weights["output_weight"] * loss}
+
     def teardown(self, trainer: Trainer, pl_module, stage: str) -> None:
         for taps in self._taps.values():
             taps.remove()
         self._taps = {}
+        for attached in (self._calls, self._loss_terms):
+            if attached is not None:
+                attached.remove()
+        self._calls = self._loss_terms = None
 
     # ------------------------------------------------------------------ state
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""lowrank: replace the generator's (or discriminator's) layers by truncated-SVD factors, then fine-tune.
+"""lowrank: replace the generator's (or discriminator's) layers by truncated-SVD factors, then fine-tune;
+on any other LightningModule, the layers of the networks named by ``networks`` (see ``callbacks/any_module.py``).
 
 At the start of epoch ``epoch`` every Linear and ungrouped (transposed) convolution of the
 chosen network(s) whose MACs would drop is replaced by two thinner layers (see
@@ -13,23 +14,23 @@ in ``gan_lightning.compress`` (lowrank, profiling), the report in ``callbacks/co
 
 from __future__ import annotations
 
-import copy
 from typing import Literal, Optional
 
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from callbacks.compression import CompressionCallback, QualityMetric, before_event, report_event
+from callbacks.any_module import check_networks
+from callbacks.compression import CompressionCallback, QualityMetric, previous_network, quality_change, report_event, summary_key
 from callbacks.registry import register
 from gan_lightning.compress.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, plan_ranks
 from gan_lightning.compress.profiling import output_layer
 from gan_lightning.compress.pruning import example_input
 from gan_lightning.compress.schedules import event_epoch
+from gan_lightning.core.hooks import architecture_changed
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
 from gan_lightning.errors import ConfigError
 
-NETWORKS = ("generator", "discriminator")
 SCOPE = {"generator": "the generator", "discriminator": "the discriminator", "both": "the generator or discriminator"}
 
 
@@ -40,15 +41,18 @@ class LowRankFactorization(CompressionCallback):
     Args:
         network: ``generator``, ``discriminator`` or ``both``; the EMA generator, if any, is
             factorized with the generator (it takes the factorized generator's weights).
+        networks: on a LightningModule that is not a GANModule (and only there), the networks
+            to factorize, as attribute names, e.g. ``["model"]``; it replaces ``network``.
         rank_mode: how each layer's rank is chosen: ``fixed`` (``rank_value`` itself), ``ratio``
             (``rank_value`` x the layer's full rank, rounded up) or ``energy`` (the smallest
             rank whose singular values keep ``rank_value`` of the sum of their squares).
         rank_value: an integer >= 1 for ``fixed``, a fraction in (0, 1] for ``ratio`` and ``energy``.
         epoch: epoch (counted from 0) at whose start the layers are factorized; the epochs after
             it fine-tune. Default: half of ``--trainer.max_epochs``.
-        skip_layers: layers never factorized, as ``generator.<name>``/``discriminator.<name>``;
-            default: each network's output layer. Layers whose MACs would not drop at the
-            chosen rank (rank >= m n / (m + n)) are always left as they are.
+        skip_layers: layers never factorized, as ``generator.<name>``/``discriminator.<name>``
+            (``<attribute>.<name>`` with ``networks``); default: each network's output layer.
+            Layers whose MACs would not drop at the chosen rank (rank >= m n / (m + n)) are
+            always left as they are.
         metric: quality measured before and after the event: ``auto`` (FID when the run
             measures FID, else SWD), ``fid``, ``swd`` or ``none``.
         latency_batch: batch size of the generator latency measurement.
@@ -61,6 +65,7 @@ class LowRankFactorization(CompressionCallback):
     def __init__(
         self,
         network: Literal["generator", "discriminator", "both"] = "generator",
+        networks: Optional[list[str]] = None,
         rank_mode: RankMode = "ratio",
         rank_value: float = 0.25,
         epoch: Optional[int] = None,
@@ -75,7 +80,10 @@ class LowRankFactorization(CompressionCallback):
             raise ConfigError(f"--lowrank.epoch must be an integer >= 0 (epochs count from 0), got {epoch}")
         if latency_batch < 1:
             raise ConfigError(f"--lowrank.latency_batch must be an integer >= 1, got {latency_batch}")
+        if networks is not None and not networks:
+            raise ConfigError("--lowrank.networks is empty: name at least one network to factorize")
         self.network = network
+        self.networks = networks
         self.rank_mode = rank_mode
         self.rank_value = rank_value
         self.epoch = epoch
@@ -86,7 +94,13 @@ class LowRankFactorization(CompressionCallback):
 
     @property
     def scoped(self) -> list[str]:
-        return list(NETWORKS) if self.network == "both" else [self.network]
+        if self.networks is not None:
+            return list(self.networks)
+        return ["generator", "discriminator"] if self.network == "both" else [self.network]
+
+    @property
+    def scope_text(self) -> str:
+        return ", ".join(self.networks) if self.networks is not None else SCOPE[self.network]
 
     def event_epoch(self, max_epochs: Optional[int]) -> int:
         return event_epoch(self.epoch, max_epochs, "--lowrank.epoch")
@@ -97,10 +111,11 @@ class LowRankFactorization(CompressionCallback):
     # ------------------------------------------------------------------ checks
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
+        check_networks(module, self.networks, "--lowrank.networks", 'LowRankFactorization(networks=["model"])')
         super().check_setup(trainer, module, datamodule)
-        candidates = {net: candidate_layers(getattr(module, net), example_input(module, net)) for net in NETWORKS}
+        candidates = {net: candidate_layers(getattr(module, net), example_input(module, net)) for net in self.reported(module)}
         names = {f"{net}.{n}" for net, layers in candidates.items() for n in layers}
-        names |= {f"{net}.{n}" for net in NETWORKS for n, m in getattr(module, net).named_modules() if isinstance(m, LowRank)}
+        names |= {f"{net}.{n}" for net in candidates for n, m in getattr(module, net).named_modules() if isinstance(m, LowRank)}
         if self.skip_layers is not None:
             unknown = [n for n in self.skip_layers if n not in names]
             if unknown:
@@ -124,7 +139,7 @@ class LowRankFactorization(CompressionCallback):
             plans = [p for net in self.scoped for p in plan_ranks(getattr(module, net), example_input(module, net), self.rank_mode, self.rank_value, skip.get(net, set()))]
             if plans and not any(p.factorize for p in plans):
                 raise ConfigError(
-                    f"--lowrank.rank_value {self.rank_value:g} (rank_mode {self.rank_mode}) makes no layer of {SCOPE[self.network]}"
+                    f"--lowrank.rank_value {self.rank_value:g} (rank_mode {self.rank_mode}) makes no layer of {self.scope_text}"
                     f" cheaper: a layer needs a rank below m n / (m + n) of its m x n weight matrix, e.g. "
                     + ", ".join(f"{p.layer} ({p.matrix}, rank {p.rank})" for p in plans[:3])
                 )
@@ -146,8 +161,8 @@ class LowRankFactorization(CompressionCallback):
     def _skip(self, module) -> dict[str, set[str]]:
         """Layer names (within each network) not to factorize."""
         if self.skip_layers is not None:
-            return {net: {n[len(net) + 1 :] for n in self.skip_layers if n.startswith(net + ".")} for net in NETWORKS}
-        return {net: {output_layer(getattr(module, net), example_input(module, net))} for net in NETWORKS}
+            return {net: {n[len(net) + 1 :] for n in self.skip_layers if n.startswith(net + ".")} for net in self.reported(module)}
+        return {net: {output_layer(getattr(module, net), example_input(module, net))} for net in self.reported(module)}
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
@@ -157,7 +172,7 @@ class LowRankFactorization(CompressionCallback):
 
     # ------------------------------------------------------------------ the event
     def _factorize(self, trainer: Trainer, module) -> None:
-        before = before_event(trainer, module, self.metric_name, self.fidelity)
+        before = self.before_event(trainer, module)
         skip = self._skip(module)
         plans = {net: plan_ranks(getattr(module, net), example_input(module, net), self.rank_mode, self.rank_value, skip[net]) for net in self.scoped}
         ranks = {f"{net}.{p.layer}": p.rank for net, ps in plans.items() for p in ps if p.factorize}
@@ -168,16 +183,17 @@ class LowRankFactorization(CompressionCallback):
         self.done = True
         if not ranks:
             rank_zero_warn(
-                f"lowrank: no layer of {SCOPE[self.network]} gets cheaper at rank_mode {self.rank_mode},"
+                f"lowrank: no layer of {self.scope_text} gets cheaper at rank_mode {self.rank_mode},"
                 f" rank_value {self.rank_value}; nothing was factorized"
             )
         else:
-            previous = copy.deepcopy(module.sampling_generator)
+            changed = sorted({key.split(".", 1)[0] for key in ranks}, reverse=True)  # a GAN's generator first
+            previous = {net: previous_network(module, net) for net in changed}
             factorize_module(module, ranks)
             # new parameters: new optimizer moments, and under DDP a new wrapper (it also
             # broadcasts rank 0's factors, so SVD round-off cannot split the ranks)
-            for net in sorted({key.split(".", 1)[0] for key in ranks}, reverse=True):  # generator first
-                module.architecture_changed(net, previous if net == "generator" else None)
+            for net in changed:
+                architecture_changed(trainer, module, net, previous[net])
         summary = report_event(
             trainer, module, "lowrank", before, self.report_dense(module), self.metric_name, self.fidelity,
             self.latency_batch, self.history,
@@ -190,10 +206,11 @@ class LowRankFactorization(CompressionCallback):
                 extra["compress/lowrank_min_energy"] = float(min(energies))
             for logger in trainer.loggers:
                 logger.log_metrics(extra, step=logging_step(trainer))
+        first = self.reported(module)[0]
         rank_zero_info(
             f"lowrank: epoch {trainer.current_epoch}: {len(ranks)} layer(s) factorized ({', '.join(f'{k} r={r}' for k, r in ranks.items()) or 'none'}):"
-            f" generator {summary['compress/g_macs'] / 1e6:.3f}M MACs/sample, {summary['compress/g_params']:.0f} parameters,"
-            f" latency x{summary['compress/speedup']:.2f}, {self.metric_name} {before.metric:.4g} -> {summary[f'compress/{self.metric_name}_after']:.4g}"
+            f" {first} {summary[summary_key(first, 'macs')] / 1e6:.3f}M MACs/sample, {summary[summary_key(first, 'params')]:.0f} parameters,"
+            f" latency x{summary['compress/speedup']:.2f}{quality_change(summary, self.metric_name)}"
         )
 
     def report_dense(self, module) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""prune: make the generator (and, if asked, the discriminator) smaller and faster.
+"""prune: make the generator (and, if asked, the discriminator) smaller and faster; on any other
+LightningModule, the networks named by ``networks`` (see ``callbacks/any_module.py``).
 
 This callback decides *when* to prune and *how much*: its schedule and criterion are values
 chosen once (``gan_lightning.compress.schedules``, ``gan_lightning.compress.importance``);
@@ -34,15 +35,18 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Subset
 
+from callbacks.any_module import calibration_batches, check_networks, importance_scores, is_gan, refuse_gan_only
 from callbacks.compression import (
     Before,
     CompressionCallback,
     EventRow,
     QualityMetric,
-    before_event,
     forget_best_checkpoints,
     measure_quality,
+    previous_network,
+    quality_change,
     report_event,
+    summary_key,
 )
 from callbacks.registry import register
 from gan_lightning.compress.importance import Criterion, make_importance, weight_importance
@@ -60,17 +64,18 @@ from gan_lightning.compress.pruning import (
 from gan_lightning.compress.schedules import make_schedule
 from gan_lightning.compress.selection import Ranking, units_to_keep, unstructured_masks
 from gan_lightning.compress.surgery import WEIGHTED, out_dim, trace
+from gan_lightning.core.hooks import architecture_changed
 from gan_lightning.core.lightning_private import logging_step, refresh_training_state
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import ConfigError
 
-NETWORKS = ("generator", "discriminator")
 ScheduleName = Literal["oneshot", "iterative", "gradual", "dynamic"]
 
 
 @register("prune")
 class Prune(CompressionCallback):
-    """Prunes the GAN on a schedule and logs what each event did (``compress/*``).
+    """Prunes the GAN (or the named networks of any LightningModule) on a schedule and logs what
+    each event did (``compress/*``).
 
     Args:
         generator_amount: fraction of the generator removed by the end of the schedule, in
@@ -78,14 +83,19 @@ class Prune(CompressionCallback):
         discriminator_amount: the same for the discriminator; 0 leaves it dense.
         latent_amount: fraction of latent dimensions removed from z (the generator's first
             layer loses their columns; z is sampled smaller from then on), in [0, 1).
+        networks: on a LightningModule that is not a GANModule (and only there), the networks to
+            prune, as ``{attribute: fraction removed}``, e.g. ``{"model": 0.5}``; it replaces
+            the three amounts above.
         granularity: ``structured`` (units physically removed: a faster network) or
             ``unstructured`` (single weights zeroed under a mask: smaller when stored sparse).
         criterion: ``l1``, ``l2`` (magnitude), ``gradient`` (|dL/dw|), ``taylor`` (|w dL/dw|),
-            ``fisher`` (diagonal empirical Fisher) or ``obd`` (diagonal Hessian, Optimal Brain Damage).
+            ``fisher`` (diagonal empirical Fisher) or ``obd`` (diagonal Hessian, Optimal Brain
+            Damage); L is the network's adversarial loss, or the ``training_step`` loss of a
+            module that is not a GANModule (where fisher is not available).
         ranking: ``layerwise`` (each layer loses the same fraction) or ``global`` (one ranking
             across layers; structured scores are divided by their layer's mean first).
-        skip_layers: layers never pruned, as ``generator.<name>``/``discriminator.<name>``;
-            default: each network's output layer.
+        skip_layers: layers never pruned, as ``generator.<name>``/``discriminator.<name>``
+            (``<attribute>.<name>`` with ``networks``); default: each network's output layer.
         schedule: ``oneshot``, ``iterative``, ``gradual`` or ``dynamic`` (see the module docs).
         start_epoch: epoch of the first event (oneshot/iterative/dynamic); default: half of
             ``--trainer.max_epochs``, so the second half fine-tunes.
@@ -129,6 +139,7 @@ class Prune(CompressionCallback):
         generator_amount: float = 0.5,
         discriminator_amount: float = 0.0,
         latent_amount: float = 0.0,
+        networks: Optional[dict[str, float]] = None,
         granularity: Literal["structured", "unstructured"] = "structured",
         criterion: Criterion = "l1",
         ranking: Ranking = "layerwise",
@@ -150,10 +161,14 @@ class Prune(CompressionCallback):
         latency_batch: int = 64,
         seed: int = 0,
     ) -> None:
-        for flag, value in (("generator_amount", generator_amount), ("discriminator_amount", discriminator_amount), ("latent_amount", latent_amount)):
+        fractions = {"generator_amount": generator_amount, "discriminator_amount": discriminator_amount, "latent_amount": latent_amount}
+        fractions.update({f"networks.{net}": value for net, value in (networks or {}).items()})
+        for flag, value in fractions.items():
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"--prune.{flag} must be in [0, 1) (a fraction removed), got {value}")
-        if generator_amount == discriminator_amount == latent_amount == 0.0:
+        if networks is not None and not any(networks.values()):
+            raise ConfigError(f"--prune.networks {networks} removes nothing: give each network a fraction in (0, 1)")
+        if networks is None and generator_amount == discriminator_amount == latent_amount == 0.0:
             raise ConfigError("--prune.generator_amount, --prune.discriminator_amount and --prune.latent_amount are all 0: nothing to prune")
         for flag, value in (("every_n_epochs", every_n_epochs), ("rounds", rounds), ("frequency", frequency), ("calibration_samples", calibration_samples), ("calibration_batch_size", calibration_batch_size), ("latency_batch", latency_batch)):
             if value < 1:
@@ -164,7 +179,8 @@ class Prune(CompressionCallback):
             raise ConfigError("--prune.rewind_epoch needs --prune.schedule iterative and --prune.granularity unstructured (rewound weights must keep their shapes)")
         if schedule == "dynamic" and metric == "none":
             raise ConfigError("--prune.schedule dynamic is driven by the quality metric: set --prune.metric auto, fid or swd")
-        self.amounts = {"generator": generator_amount, "discriminator": discriminator_amount}
+        self.networks = networks
+        self.amounts = dict(networks) if networks is not None else {"generator": generator_amount, "discriminator": discriminator_amount}
         self.latent_amount = latent_amount
         self.granularity = granularity
         self.criterion = criterion
@@ -191,12 +207,19 @@ class Prune(CompressionCallback):
     # ------------------------------------------------------------------ checks
     @property
     def scoped(self) -> list[str]:
-        return [n for n in NETWORKS if self.amounts[n] > 0 or (n == "generator" and self.latent_amount > 0)]
+        return [n for n, amount in self.amounts.items() if amount > 0 or (n == "generator" and self.latent_amount > 0)]
 
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
+        check_networks(module, self.networks, "--prune.networks", 'Prune(networks={"model": 0.5})')
+        if not is_gan(module):
+            refuse_gan_only(module, {
+                "--prune.latent_amount": self.latent_amount > 0,  # a generator's latent inputs
+                "--prune.schedule dynamic": self.schedule == "dynamic",  # driven by FID/SWD
+                "--prune.criterion fisher": self.criterion == "fisher",  # per-sample gradients of the network alone
+            })
         super().check_setup(trainer, module, datamodule)
-        names = {f"{net}.{n}" for net in NETWORKS for n, m in getattr(module, net).named_modules() if isinstance(m, WEIGHTED)}
+        names = {f"{net}.{n}" for net in self.reported(module) for n, m in getattr(module, net).named_modules() if isinstance(m, WEIGHTED)}
         if self.skip_layers is not None:
             unknown = [n for n in self.skip_layers if n not in names]
             if unknown:
@@ -214,7 +237,7 @@ class Prune(CompressionCallback):
                 )
             if self.rewind_epoch is not None and not 0 <= self.rewind_epoch < self.plan.events(max_epochs)[0]:
                 raise ConfigError(f"--prune.rewind_epoch must be >= 0 and before the first round (epoch {self.plan.events(max_epochs)[0]}), got {self.rewind_epoch}")
-        if self.importance.needs_data and not hasattr(datamodule, "train_set"):
+        if self.importance.needs_data and is_gan(module) and not hasattr(datamodule, "train_set"):
             raise ConfigError(f"--prune.criterion {self.criterion} scores weights on real samples: it needs a gan-lightning datamodule (--data)")
 
     def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
@@ -228,7 +251,9 @@ class Prune(CompressionCallback):
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_dense_reference(self, module) -> None:
-        self.original_z = module.z_dim
+        self.original_z = getattr(module, "z_dim", None)
+        if self.granularity != "structured":  # only cuts count units, and only they need a network that traces as a chain
+            return
         for net in self.scoped:
             for group in prunable_groups(module, net, set()):
                 self.original_units[f"{net}.{group.producer}"] = group.units
@@ -238,13 +263,14 @@ class Prune(CompressionCallback):
         if self.skip_layers is not None:
             self._skip = set(self.skip_layers)
         else:
-            self._skip = {f"{net}.{output_layer(getattr(pl_module, net), example_input(pl_module, net))}" for net in NETWORKS}
+            self._skip = {f"{net}.{output_layer(getattr(pl_module, net), example_input(pl_module, net))}" for net in self.reported(pl_module)}
 
     def on_train_start(self, trainer: Trainer, pl_module) -> None:
         # the number of batches per epoch is only known once the training data is loaded
         total = trainer.num_training_batches * trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
-        if trainer.max_steps and trainer.max_steps > 0:
-            total = min(total, trainer.max_steps // (pl_module.hparams.n_critic + 1))
+        if trainer.max_steps and trainer.max_steps > 0:  # a GAN steps n_critic + 1 optimizers a batch
+            steps_per_batch = pl_module.hparams.n_critic + 1 if is_gan(pl_module) else 1 / trainer.accumulate_grad_batches
+            total = min(total, int(trainer.max_steps // steps_per_batch))
         if self.plan.unit == "batch" and self.plan.events()[-1] > total:
             raise ConfigError(f"--prune.end_step {self.plan.end_step} is after training ends ({total} batches): lower it or train longer")
 
@@ -272,6 +298,8 @@ class Prune(CompressionCallback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.batches_seen += 1
+        if not is_gan(pl_module):  # after the optimizer step; a GAN's masks return after each of its steps (below)
+            self._reapply_all(pl_module)
 
     def on_discriminator_step_end(self, trainer: Trainer, module) -> None:
         self._apply_masks(module, "discriminator")
@@ -291,7 +319,7 @@ class Prune(CompressionCallback):
 
     # ------------------------------------------------------------------ events
     def _prune(self, trainer: Trainer, module) -> None:
-        before = before_event(trainer, module, self.metric_name, self.fidelity)
+        before = self.before_event(trainer, module)
         decision = self._decide(trainer, module, self.next_event)
         self._execute(trainer, module, decision)
         self._after_retrain_mode(trainer, module)
@@ -305,6 +333,8 @@ class Prune(CompressionCallback):
         return len(self.plan.events(trainer.max_epochs))
 
     def _recalibrate(self, module) -> None:
+        if not is_gan(module):  # a cut keeps the kept units' statistics, and only a generator has latents to re-estimate them on
+            return
         for net in networks_of(module, "generator"):
             recalibrate_batchnorm(net, module.z_dim, module.device, seed=self.seed)
 
@@ -320,11 +350,11 @@ class Prune(CompressionCallback):
             trainer, module, f"{self.plan.name}-{self.next_event + 1}", before, self.dense, self.metric_name,
             self.fidelity, self.latency_batch, self.history, after_metric=after_metric,
         )
+        first = self.reported(module)[0]
         rank_zero_info(
-            f"prune: event {self.next_event + 1} at epoch {trainer.current_epoch}: generator sparsity"
-            f" {summary['compress/sparsity']:.1%}, {summary['compress/g_macs']:,.0f} MACs/sample,"
-            f" latency x{summary['compress/speedup']:.2f}, {self.metric_name} {before.metric:.4g} -> "
-            f"{summary[f'compress/{self.metric_name}_after']:.4g}"
+            f"prune: event {self.next_event + 1} at epoch {trainer.current_epoch}: {first} sparsity"
+            f" {summary['compress/sparsity']:.1%}, {summary[summary_key(first, 'macs')]:,.0f} MACs/sample,"
+            f" latency x{summary['compress/speedup']:.2f}{quality_change(summary, self.metric_name)}"
         )
         return summary
 
@@ -360,32 +390,37 @@ class Prune(CompressionCallback):
         return trainer.strategy.broadcast(decision, src=0)
 
     def _scores(self, trainer, module, net, weights, batches, event) -> dict[str, torch.Tensor]:
-        scores = weight_importance(module, net, self.importance, weights, batches, seed=self.seed + event)
+        score = weight_importance if is_gan(module) else importance_scores
+        scores = score(module, net, self.importance, weights, batches, seed=self.seed + event)
         return {k: trainer.strategy.reduce(v, reduce_op="mean") for k, v in scores.items()}
 
-    def _calibration_batches(self, trainer: Trainer, module, event: int) -> list[torch.Tensor]:
+    def _calibration_batches(self, trainer: Trainer, module, event: int) -> list[Any]:
+        if not is_gan(module):
+            return calibration_batches(trainer, self.calibration_samples, self.calibration_batch_size, self.seed + event)
         data = trainer.datamodule
         gen = torch.Generator().manual_seed(self.seed + event)
         index = torch.randperm(len(data.train_set), generator=gen)[: self.calibration_samples].tolist()
         real, _ = stack_samples(Subset(data.train_set, index))
         return [b.to(module.device) for b in real.split(self.calibration_batch_size)]
 
-    def _execute(self, trainer: Trainer, module, decision: PruneDecision, physical: bool = True, previous: Optional[torch.nn.Module] = None) -> None:
+    def _execute(
+        self, trainer: Trainer, module, decision: PruneDecision, physical: bool = True, previous: Optional[dict[str, torch.nn.Module]] = None
+    ) -> None:
         """Apply a decision: masks, and cuts (``physical``) or zeroed units (a dynamic trial).
-        Other callbacks hear of a real event through ``module.architecture_changed``; a masked
-        network keeps its shapes, so its optimizers keep their moments. ``previous``: the
-        sampling generator before this event (distillation's teacher); by default a copy taken
-        here, before anything changes."""
+        Other callbacks hear of a real event through ``architecture_changed``; a masked
+        network keeps its shapes, so its optimizers keep their moments. ``previous``: per
+        network, what it was before this event (distillation's teacher, see
+        ``previous_network``); by default copies taken here, before anything changes."""
         cuts = dict(decision.keep)
         if decision.inputs is not None:  # latent dimensions are cut from the generator
             cuts.setdefault("generator", {})
         masked = {key.split(".", 1)[0] for key in decision.masks}
-        if physical and "generator" in {*cuts, *masked} and previous is None:
-            previous = copy.deepcopy(module.sampling_generator)
+        changed = sorted({*cuts, *masked}, reverse=True)  # a GAN's generator first
+        if physical and previous is None:
+            previous = {net: previous_network(module, net) for net in changed}
         if decision.masks:
             self.masks.update(decision.masks)
-            for net in NETWORKS:
-                self._apply_masks(module, net)
+            self._reapply_all(module)
         for net, keep in cuts.items():
             inputs = decision.inputs if net == "generator" else None
             (cut_units if physical else zero_units)(module, net, keep, inputs)
@@ -393,8 +428,8 @@ class Prune(CompressionCallback):
             return
         if decision.inputs is not None:
             self._drop_input_columns_of_masks(module, decision.inputs)
-        for net in sorted({*cuts, *masked}, reverse=True):  # generator first
-            module.architecture_changed(net, previous if net == "generator" else None, rebuild_optimizers=net in cuts)
+        for net in changed:
+            architecture_changed(trainer, module, net, previous.get(net), rebuild_optimizers=net in cuts)
 
     def _drop_input_columns_of_masks(self, module, inputs: torch.Tensor) -> None:
         first = f"generator.{trace(module.generator, example_input(module, 'generator')).input_layer}.weight"
@@ -414,7 +449,7 @@ class Prune(CompressionCallback):
                     for m in getattr(module, net).modules():
                         if list(m.parameters(recurse=False)) and hasattr(m, "reset_parameters"):
                             m.reset_parameters()
-            if module.generator_ema is not None:
+            if getattr(module, "generator_ema", None) is not None:
                 module.generator_ema.load_state_dict(module.generator.state_dict())
             self._reapply_all(module)
             refresh_training_state(trainer)
@@ -422,7 +457,7 @@ class Prune(CompressionCallback):
             self.masks = {}  # pruned weights start at zero but may grow back
 
     def _reapply_all(self, module) -> None:
-        for net in NETWORKS:
+        for net in {key.split(".", 1)[0] for key in self.masks}:
             self._apply_masks(module, net)
 
     @torch.no_grad()
@@ -462,7 +497,7 @@ class Prune(CompressionCallback):
         previous = copy.deepcopy(module.sampling_generator)
         previous.load_state_dict({k[len(prefix) :]: v for k, v in self.trial["state"].items() if k.startswith(prefix)})
         # the trial applied the masks already; applying them again changes nothing but says so
-        self._execute(trainer, module, decision, previous=previous)
+        self._execute(trainer, module, decision, previous={"generator": previous})
         self._recalibrate(module)
         self.trial = None
         self._report(trainer, module, before, after_metric=value)

@@ -259,23 +259,22 @@ def apply_ranks(network: nn.Module, ranks: dict[str, int], weights: bool = True)
 
 
 def factorize_module(module, ranks: dict[str, int], weights: bool = True) -> None:
-    """Factorize layers of a GANModule, keyed ``generator.<layer>`` / ``discriminator.<layer>``,
-    and record them in ``module.lowrank`` (which checkpoints carry).
+    """Factorize layers of a module's networks, keyed ``<network>.<layer>`` (a GANModule's
+    ``generator.<layer>`` / ``discriminator.<layer>``), and record them in ``module.lowrank``
+    when the module keeps that record (a GANModule, whose checkpoints carry it).
 
     The EMA generator is given the factorized generator's weights rather than a factorization
     of its own: SVD bases are unique only up to sign and rotation, so separately factorized
     networks would hold factors in different bases, and the EMA's element-wise average of
     them would be meaningless. With ``weights`` False (rebuilding shapes from a checkpoint)
     both are simply built alike."""
-    for network in ("generator", "discriminator"):
+    for network in sorted({key.split(".", 1)[0] for key in ranks}):
         own = {k[len(network) + 1 :]: int(r) for k, r in ranks.items() if k.startswith(network + ".")}
-        if not own:
-            continue
         net = getattr(module, network)
         apply_ranks(net, own, weights=weights)
-        if network == "generator" and module.generator_ema is not None:
+        if network == "generator" and getattr(module, "generator_ema", None) is not None:
             apply_ranks(module.generator_ema, own, weights=False)
             if weights:
                 module.generator_ema.load_state_dict(net.state_dict())
             module.generator_ema.requires_grad_(False)
-    module.lowrank.update({k: int(v) for k, v in ranks.items()})
+    getattr(module, "lowrank", {}).update({k: int(v) for k, v in ranks.items()})

@@ -21,16 +21,17 @@ COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.Co
 
 @contextmanager
 def evaluating(*networks: nn.Module) -> Iterator[None]:
-    """Eval mode inside (BatchNorm statistics neither used from the batch nor updated), each
-    network's own mode restored after."""
-    modes = [n.training for n in networks]
+    """Eval mode inside (BatchNorm statistics neither used from the batch nor updated), every
+    submodule's own mode restored after: a part its owner keeps in eval mode (a frozen teacher
+    inside a LightningModule, say) stays in eval mode."""
+    modes = [(m, m.training) for n in networks for m in n.modules()]
     for n in networks:
         n.eval()
     try:
         yield
     finally:
-        for n, mode in zip(networks, modes):
-            n.train(mode)
+        for m, mode in modes:
+            m.training = mode
 
 
 def batchnorms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

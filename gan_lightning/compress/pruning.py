@@ -1,4 +1,5 @@
-"""Which weights or units to remove, and removing them from a GANModule.
+"""Which weights or units to remove, and removing them from a GANModule's networks (or a
+named network of any other module).
 
 Unstructured pruning keeps a boolean mask per weight tensor and zeroes the weights under it;
 structured pruning cuts units out with :mod:`gan_lightning.compress.surgery` and records the cut in
@@ -17,6 +18,7 @@ from torch import nn
 
 from gan_lightning.compress.profiling import batchnorm_momentum, batchnorms, evaluating
 from gan_lightning.compress.surgery import INPUT_KEY, ChannelGroup, compose_keep, out_dim, remove_inputs, remove_units, trace
+from gan_lightning.errors import ConfigError
 
 
 @dataclass
@@ -37,8 +39,16 @@ class PruneDecision:
         return cls(masks=dict(state.get("masks", {})), keep=dict(state.get("keep", {})), inputs=state.get("inputs"))
 
 
+GAN_NETWORKS = ("generator", "discriminator")
+
+
 def example_input(module, network: str) -> torch.Tensor:
-    """A two-sample input of ``module.<network>``, for tracing and counting."""
+    """A small input of ``module.<network>``, for tracing and counting: two latents for a GAN's
+    generator, two generated samples for its discriminator, and for a network of any other
+    module whatever that network receives when the module runs on its ``example_input_array``
+    (Lightning's own attribute for an example of the module's input)."""
+    if network not in GAN_NETWORKS:
+        return captured_input(module, network)
     z = torch.zeros(2, module.z_dim, device=module.device)
     if network == "generator":
         return z
@@ -46,19 +56,53 @@ def example_input(module, network: str) -> torch.Tensor:
         return module.generator(z)
 
 
+@torch.no_grad()
+def captured_input(module: nn.Module, network: str) -> torch.Tensor:
+    """The first input ``module.<network>`` is called with while ``module`` runs (eval mode) on
+    ``module.example_input_array``: the network's input is only known to the module's forward."""
+    example = getattr(module, "example_input_array", None)
+    if example is None:
+        raise ConfigError(
+            f"{type(module).__name__} has no example_input_array: set self.example_input_array to a small batch of its"
+            f" forward's input (e.g. torch.zeros(2, 1, 8, 8)), from which the compression callbacks trace {network!r}"
+        )
+    device = next(module.parameters()).device
+    seen: list[torch.Tensor] = []
+
+    def keep_first(_module, args) -> None:
+        if not seen:
+            seen.append(args[0])
+
+    handle = getattr(module, network).register_forward_pre_hook(keep_first)
+    try:
+        with evaluating(module):
+            if isinstance(example, dict):
+                module(**{k: v.to(device) for k, v in example.items()})
+            elif isinstance(example, (tuple, list)):
+                module(*[v.to(device) for v in example])
+            else:
+                module(example.to(device))
+    finally:
+        handle.remove()
+    if not seen:
+        raise ConfigError(f"{type(module).__name__}.forward never calls {network!r} on example_input_array, so it cannot be traced")
+    return seen[0]
+
+
 def networks_of(module, network: str) -> list[nn.Module]:
-    """The network and its copies that must stay identical in structure (the generator's EMA)."""
+    """The network and its copies that must stay identical in structure (a GAN generator's EMA)."""
     nets = [getattr(module, network)]
-    if network == "generator" and module.generator_ema is not None:
+    if network == "generator" and getattr(module, "generator_ema", None) is not None:
         nets.append(module.generator_ema)
     return nets
 
 
 def cut_units(module, network: str, keep: dict[str, torch.Tensor], keep_inputs: Optional[torch.Tensor] = None) -> None:
     """Remove units (and latent inputs) of ``module.<network>`` and its EMA copy, and record the
-    cut, in original indices, in ``module.structure``."""
+    cut, in original indices, in ``module.structure`` when the module keeps that record (a
+    GANModule, whose checkpoints carry it)."""
     example = example_input(module, network)
-    record = module.structure.setdefault(network, {})
+    record = getattr(module, "structure", {}).setdefault(network, {})
     for net in networks_of(module, network):
         graph = trace(net, example)
         for group in graph.groups:

@@ -18,11 +18,13 @@ Order inside one training batch::
     EMA update (if on), from the generator as the hooks left it
 
 And whenever a callback replaces layers of a network (structured pruning, low-rank
-factorization), it calls ``GANModule.architecture_changed``, which runs
-``on_architecture_changed`` on every callback (e.g. distillation re-attaches its feature taps
-and resizes its adapters) and then rebuilds the optimizers (and the DDP wrapper) over the new
-parameters. Modules that train with the generator but are not part of it (distillation
-adapters) live in ``GANModule.auxiliary``, which the generator's optimizer includes.
+factorization), it calls :func:`architecture_changed` (``GANModule.architecture_changed`` for
+short), which runs ``on_architecture_changed`` on every callback (e.g. distillation re-attaches
+its feature taps and resizes its adapters) and then rebuilds the optimizers (and the DDP
+wrapper) over the new parameters. That one hook also runs for the networks of any other
+LightningModule, whose training loop knows none of the GAN hooks above. Modules that train
+with the generator but are not part of it (distillation adapters) live in
+``GANModule.auxiliary``, which the generator's optimizer includes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 from pytorch_lightning import Callback, Trainer
 from torch import nn
+
+from gan_lightning.core.lightning_private import refresh_training_state
 
 if TYPE_CHECKING:
     from gan_lightning.core.module import GANModule
@@ -69,9 +73,11 @@ class GANCallback(Callback):
 
     def on_architecture_changed(self, trainer: Trainer, module: "GANModule", network: str, previous: Optional[nn.Module]) -> None:
         """Called after a compression event replaced, resized or masked layers of ``network``
-        (``generator`` or ``discriminator``), before the optimizers are rebuilt: re-attach hooks,
-        resize modules in ``module.auxiliary``. ``previous`` is a copy of the sampling generator (the EMA copy
-        when there is one) from before the change, when the generator changed; else None."""
+        (``generator`` or ``discriminator``; on any other LightningModule, the attribute named),
+        before the optimizers are rebuilt: re-attach hooks, resize modules in ``module.auxiliary``.
+        ``previous`` is a copy of the sampling generator (the EMA copy when there is one) from
+        before the change, when the generator changed; of the network itself on any other
+        LightningModule; else None."""
 
     def restore_auxiliary(self, trainer: Trainer, module: "GANModule", checkpoint: dict[str, Any]) -> None:
         """Called when a run resumes from ``checkpoint``, before its weights are loaded into the
@@ -82,3 +88,16 @@ class GANCallback(Callback):
 def callbacks_with_hook(trainer: Trainer, name: str) -> list[Any]:
     """The callbacks that implement hook ``name``, in trainer order."""
     return [cb for cb in trainer.callbacks if callable(getattr(cb, name, None))]
+
+
+def architecture_changed(trainer: Trainer, module, network: str, previous: Optional[nn.Module] = None, rebuild_optimizers: bool = True) -> None:
+    """Tell every callback that a compression event changed ``module.<network>``
+    (``on_architecture_changed``), then rebuild the optimizers over the new parameters (and,
+    under DDP, the wrapper). ``previous``: a copy of the network from before the change (for a
+    GAN's generator, of its sampling generator), when some callback may want it as a teacher.
+    ``rebuild_optimizers`` False: only weights were masked, shapes are unchanged, and the
+    optimizers keep their moments."""
+    for cb in callbacks_with_hook(trainer, "on_architecture_changed"):
+        cb.on_architecture_changed(trainer, module, network, previous)
+    if rebuild_optimizers:
+        refresh_training_state(trainer)

@@ -15,8 +15,8 @@ from gan_lightning.compress.pruning import example_input, networks_of
 from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.checkpoint import state_dict_mismatches
-from gan_lightning.core.hooks import callbacks_with_hook
-from gan_lightning.core.lightning_private import built_by_cli, find_unused_parameters, refresh_training_state
+from gan_lightning.core.hooks import architecture_changed, callbacks_with_hook
+from gan_lightning.core.lightning_private import built_by_cli, find_unused_parameters
 from gan_lightning.core.losses import LossName, get_loss, gradient_penalty, r1_penalty
 from gan_lightning.errors import CheckpointError, ConfigError, NonFiniteLossError
 from gan_lightning.quality.swd import sliced_wasserstein
@@ -284,15 +284,8 @@ class GANModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ compression
     def architecture_changed(self, network: str, previous: Optional[nn.Module] = None, rebuild_optimizers: bool = True) -> None:
-        """Tell every callback that a compression event changed ``network`` (``on_architecture_changed``),
-        then rebuild the optimizers over the new parameters (and, under DDP, the wrapper).
-        ``previous``: a copy of the sampling generator from before a generator change.
-        ``rebuild_optimizers`` False: only weights were masked, shapes are unchanged, and the
-        optimizers keep their moments."""
-        for cb in callbacks_with_hook(self.trainer, "on_architecture_changed"):
-            cb.on_architecture_changed(self.trainer, self, network, previous)
-        if rebuild_optimizers:
-            refresh_training_state(self.trainer)
+        """:func:`gan_lightning.core.hooks.architecture_changed` for this module."""
+        architecture_changed(self.trainer, self, network, previous, rebuild_optimizers)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_mismatch(self, checkpoint: dict[str, Any]) -> Optional[str]:

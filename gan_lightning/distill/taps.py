@@ -1,4 +1,5 @@
-"""Feature taps: forward hooks at named module paths that keep each module's latest output.
+"""Feature taps: forward hooks at named module paths that keep each module's latest output
+(and :class:`TrainingCalls`, which keeps a whole network's training calls).
 
 Taps name modules by path, so after a structured cut or a factorization (which replace or
 resize modules) they are attached again by the same paths; ``remove`` detaches every hook, so
@@ -69,3 +70,27 @@ class FeatureTaps:
         for handle in self._handles:
             handle.remove()
         self._handles, self.outputs = [], {}
+
+
+class TrainingCalls:
+    """Keeps the inputs and output of every training call of ``network`` (train mode, gradients
+    on) until taken: a teacher run on the same inputs gives the targets of an output term, for a
+    network that is called inside a training step this project does not write (any
+    LightningModule's). Evaluation and scoring passes (eval mode or no gradients) are not kept."""
+
+    def __init__(self, network: nn.Module) -> None:
+        self.calls: list[tuple[tuple, torch.Tensor]] = []
+        self._handle = network.register_forward_hook(self._keep)
+
+    def _keep(self, network: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if network.training and torch.is_grad_enabled():
+            self.calls.append((inputs, output))
+
+    def take(self) -> list[tuple[tuple, torch.Tensor]]:
+        """The calls since the last take, oldest first; forgets them."""
+        calls, self.calls = self.calls, []
+        return calls
+
+    def remove(self) -> None:
+        self._handle.remove()
+        self.calls = []
