@@ -65,12 +65,30 @@ def dense_module() -> GANModule:
     return module.eval()
 
 
-def compressed(amount: float, sparsity: float, rank_ratio: float) -> dict[str, GANModule]:
-    modules = {"dense": dense_module()}
-    structured = dense_module()
-    keep = {g.producer: torch.arange(max(1, round((1 - amount) * g.units))) for g in prunable_groups(structured, "generator", set())}
-    cut_units(structured, "generator", keep)
-    modules["structured"] = structured
+def structured_module(amount: float, round_to: int = 1) -> GANModule:
+    module = dense_module()
+    keep = {}
+    for g in prunable_groups(module, "generator", set()):
+        units = max(1, round((1 - amount) * g.units))
+        keep[g.producer] = torch.arange(min(g.units, max(round_to, round_to * round(units / round_to))))
+    cut_units(module, "generator", keep)
+    return module
+
+
+def rounded_amount(round_to: int, reduction: float) -> float:
+    """The smallest amount (in steps of 0.01) whose rounded cut has at least ``reduction`` x fewer MACs."""
+    dense = network_cost(dense_module().generator, torch.zeros(1, 64)).macs
+    for step in range(1, 100):
+        module = structured_module(step / 100, round_to)
+        if dense / network_cost(module.generator, torch.zeros(1, module.z_dim)).macs >= reduction:
+            return step / 100
+    raise ValueError(f"no amount reaches {reduction}x fewer MACs with channels rounded to {round_to}")
+
+
+def compressed(amount: float, sparsity: float, rank_ratio: float, round_to: int) -> dict[str, GANModule]:
+    modules = {"dense": dense_module(), "structured": structured_module(amount)}
+    if round_to > 1:
+        modules[f"structured-r{round_to}"] = structured_module(rounded_amount(round_to, 4.0), round_to)
     unstructured = dense_module()
     weights = {n: p for n, p in unstructured.generator.named_parameters() if p.dim() > 1}
     masks = unstructured_masks({n: p.abs() for n, p in weights.items()}, sparsity, "layerwise")
@@ -109,12 +127,12 @@ def runtimes(generators: dict[str, nn.Module], z_dim: dict[str, int], folder: Pa
             variant = name + rewrite
             out[("eager", variant)] = net.to(device)
             ts = folder / f"{variant}.ts"
-            write_verified(net.cpu(), z_dim[name], ts, "torchscript", {"z_dim": z_dim[name]})
+            write_verified(net.cpu(), z_dim[name], ts, "torchscript", {"z_dim": z_dim[name]}, reference=generator)
             out[("torchscript", variant)] = load_runtime(ts).to(device)
             net.to(device)
             if ort_providers is not None:
                 path = folder / f"{variant}.onnx"
-                write_verified(net.cpu(), z_dim[name], path, "onnx", {"z_dim": z_dim[name]})
+                write_verified(net.cpu(), z_dim[name], path, "onnx", {"z_dim": z_dim[name]}, reference=generator)
                 net.to(device)
                 out[("onnxruntime", variant)] = OnnxGenerator(path, threads=torch.get_num_threads(), providers=ort_providers)
     return out
@@ -127,7 +145,7 @@ def measure(calls, z_dim, batch: int, rounds: int, repeats: int, device: str) ->
     with torch.inference_mode():
         for _ in range(rounds):
             for (runtime, variant), fn in calls.items():
-                z = latents[variant.split("+")[0]]
+                z = latents[variant.removesuffix("+rewrite")]
                 times[(runtime, variant)].append(timer(fn, z if runtime == "onnxruntime" else z.to(device), repeats, cuda))
     return times
 
@@ -139,11 +157,12 @@ def main() -> None:
     parser.add_argument("--amount", type=float, default=0.55, help="structured: fraction of each hidden layer's units removed")
     parser.add_argument("--sparsity", type=float, default=0.8, help="unstructured: fraction of each weight zeroed")
     parser.add_argument("--rank_ratio", type=float, default=0.25, help="lowrank: rank as a fraction of the full rank")
+    parser.add_argument("--round_to", type=int, default=16, help="also a structured variant whose channel counts are multiples of this, at >= 4x fewer MACs (1: none)")
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "deploy_latency.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    modules = compressed(args.amount, args.sparsity, args.rank_ratio)
+    modules = compressed(args.amount, args.sparsity, args.rank_ratio, args.round_to)
     generators = {name: m.generator for name, m in modules.items()}
     z_dim = {name: m.z_dim for name, m in modules.items()}
     costs = {name: network_cost(g, torch.zeros(1, z_dim[name])) for name, g in generators.items()}
@@ -165,8 +184,9 @@ def main() -> None:
                 repeats = max(3, min(50, 200 // batch))
                 times = measure(calls, z_dim, batch, args.rounds, repeats, device)
                 for (runtime, variant), series in times.items():
-                    base = times[(runtime, "dense")]
-                    name = variant.split("+")[0]
+                    rewrite = variant.endswith("+rewrite")
+                    base = times[(runtime, "dense+rewrite" if rewrite else "dense")]
+                    name = variant.removesuffix("+rewrite")
                     reduction = costs["dense"].macs / costs[name].macs
                     speedup = statistics.median(b / t for b, t in zip(base, series))
                     rows.append({
@@ -174,6 +194,7 @@ def main() -> None:
                         "mac_reduction": reduction, "params": costs[name].params, "nonzero": costs[name].nonzero,
                         "ms": statistics.median(series), "ms_min": min(series), "ms_max": max(series),
                         "speedup": speedup, "speedup_per_mac_reduction": speedup / reduction,
+                        "vs_plain_dense": statistics.median(b / t for b, t in zip(times[(runtime, "dense")], series)),
                     })
     print_table(rows, args)
     verdict = targets(rows)
@@ -189,10 +210,12 @@ def main() -> None:
 
 def print_table(rows: list[dict], args) -> None:
     print(f"threads {args.threads}, {args.rounds} interleaved rounds; structured amount {args.amount}, unstructured sparsity {args.sparsity}, lowrank ratio {args.rank_ratio}")
-    print("speedup: median of per-round ratios against 'dense' in the same runtime and device (no rewrite)")
-    print(f"{'device':<6} {'batch':>5}  {'runtime':<12} {'variant':<22} {'MMACs':>6} {'MAC red':>7} {'ms':>8} {'speedup':>8} {'/MAC red':>9}")
+    print("speedup: median of per-round ratios against 'dense' in the same runtime and device with the same rewrite setting;"
+          " vs plain: against dense without the rewrite")
+    print(f"{'device':<6} {'batch':>5}  {'runtime':<12} {'variant':<28} {'MMACs':>6} {'MAC red':>7} {'ms':>8} {'speedup':>8} {'/MAC red':>9} {'vs plain':>9}")
     for r in rows:
-        print(f"{r['device']:<6} {r['batch']:>5}  {r['runtime']:<12} {r['variant']:<22} {r['macs'] / 1e6:>6.2f} {r['mac_reduction']:>6.2f}x {r['ms']:>8.3f} {r['speedup']:>7.2f}x {r['speedup_per_mac_reduction']:>9.2f}")
+        print(f"{r['device']:<6} {r['batch']:>5}  {r['runtime']:<12} {r['variant']:<28} {r['macs'] / 1e6:>6.2f} {r['mac_reduction']:>6.2f}x {r['ms']:>8.3f}"
+              f" {r['speedup']:>7.2f}x {r['speedup_per_mac_reduction']:>9.2f} {r['vs_plain_dense']:>8.2f}x")
 
 
 def targets(rows: list[dict]) -> dict:
@@ -210,10 +233,10 @@ def targets(rows: list[dict]) -> dict:
         f" ({best['runtime']}, {best['variant']}, batch {best['batch']}, {best['device']}: {best['speedup']:.2f}x for {best['mac_reduction']:.2f}x fewer MACs)"
     )
     dense_rewrites = [r for r in rows if r["variant"] == "dense+rewrite"]
-    slower = [r for r in dense_rewrites if r["speedup"] < 0.95]
+    slower = [r for r in dense_rewrites if r["vs_plain_dense"] < 0.95]
     lines.append(
         "the rewrite does not slow the dense model (dense+rewrite >= 0.95x dense): "
-        + ("PASS" if not slower else "FAIL: " + ", ".join(f"{r['runtime']} batch {r['batch']} {r['speedup']:.2f}x" for r in slower))
+        + ("PASS" if not slower else "FAIL: " + ", ".join(f"{r['runtime']} batch {r['batch']} {r['vs_plain_dense']:.2f}x" for r in slower))
     )
     return {"lines": lines, "pass": passed and not slower, "best": best}
 

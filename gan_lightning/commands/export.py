@@ -27,6 +27,7 @@ from gan_lightning.compress.storage import ExportReport, configured_generator, e
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.card import card_path, cost_entry, model_card, sha256, write_card
+from gan_lightning.deploy.inference import for_inference
 from gan_lightning.deploy.runtimes import RUNTIMES, latents, write_verified
 from gan_lightning.errors import CheckpointError, ConfigError
 
@@ -69,11 +70,16 @@ def load_for_export(ckpt_path: str | Path) -> tuple[GANModule, dict[str, Any], d
     return module, checkpoint, spec
 
 
-def export_checkpoint(ckpt_path: str | Path, out: str | Path, fmt: str = "compact", sparse: bool = True, overwrite: bool = False) -> dict[str, Any]:
+def export_checkpoint(
+    ckpt_path: str | Path, out: str | Path, fmt: str = "compact", sparse: bool = True, overwrite: bool = False, rewrite: bool = False
+) -> dict[str, Any]:
     """Export the sampling generator of a train.py checkpoint in ``fmt`` and write its model
-    card; returns the card (the compact format's size report is under ``"sizes"``)."""
+    card; returns the card (the compact format's size report is under ``"sizes"``). ``rewrite``
+    applies :func:`~gan_lightning.deploy.inference.for_inference` first (TorchScript/ONNX only)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if rewrite and fmt == "compact":
+        raise ConfigError("--inference_rewrite applies to --format torchscript or onnx; the compact format stores the generator as trained")
     ckpt_path, out = Path(ckpt_path), Path(out)
     _refuse_overwrite([out, card_path(out)], ckpt_path, overwrite)
     if not out.parent.is_dir():
@@ -86,7 +92,9 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, fmt: str = "compac
         sizes = asdict(export_generator(module, out, spec=spec, sparse=sparse, checkpoint_path=ckpt_path))
     else:
         metadata = {"z_dim": module.z_dim, "generator": spec}
-        verification = asdict(write_verified(generator, module.z_dim, out, fmt, metadata))
+        written = for_inference(generator) if rewrite else generator
+        verification = asdict(write_verified(written, module.z_dim, out, fmt, metadata, reference=generator))
+        verification["inference_rewrite"] = rewrite
     architecture = {
         **spec,
         "pruned_units": {layer: len(kept) for layer, kept in module.structure.get("generator", {}).items()},
@@ -134,10 +142,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--format", choices=FORMATS, default="compact", help="compact (gan-lightning, smallest), torchscript or onnx (needs the export extra)")
     parser.add_argument("--dense", action="store_true", help="compact format: store every tensor dense (for comparison)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out and its card if they exist")
+    parser.add_argument("--inference_rewrite", action="store_true",
+                        help="torchscript/onnx: fold BatchNorm and put the image layer in sub-pixel form (exact; speed varies, see README)")
     args = parser.parse_args(argv)
 
     def export() -> None:
-        card = export_checkpoint(args.ckpt_path, args.out, args.format, sparse=not args.dense, overwrite=args.overwrite)
+        card = export_checkpoint(args.ckpt_path, args.out, args.format, sparse=not args.dense, overwrite=args.overwrite, rewrite=args.inference_rewrite)
         if card["sizes"]:
             print(ExportReport(**card["sizes"]).table())
         print(summary(card))

@@ -91,16 +91,21 @@ class Verification:
     tolerance: float
 
 
-def write_verified(generator: nn.Module, z_dim: int, path: str | Path, runtime: Runtime, metadata: dict[str, Any], tolerance: float = TOLERANCE) -> Verification:
+def write_verified(
+    generator: nn.Module, z_dim: int, path: str | Path, runtime: Runtime, metadata: dict[str, Any],
+    tolerance: float = TOLERANCE, reference: nn.Module | None = None,
+) -> Verification:
     """Write ``generator`` (eval mode, CPU, fp32) to ``path`` in ``runtime``'s format with
-    ``metadata`` embedded, check that the file's outputs match the generator's, and only then
-    move it into place. Raises :class:`ExportError` naming the largest difference."""
+    ``metadata`` embedded, check that the file's outputs match those of ``reference`` (default:
+    the generator itself; the original when ``generator`` is a rewrite of it), and only then move
+    it into place. Raises :class:`ExportError` naming the largest difference."""
     if runtime not in WRITERS:
         raise ConfigError(f"--format must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     path = Path(path)
     generator = copy.deepcopy(generator).eval().float().cpu().requires_grad_(False)  # the caller's model keeps its mode
+    reference = generator if reference is None else copy.deepcopy(reference).eval().float().cpu()
     with torch.no_grad():
-        expected = generator(latents(VERIFY_BATCH, z_dim, seed=1))
+        expected = reference(latents(VERIFY_BATCH, z_dim, seed=1))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -78,3 +78,17 @@ def test_existing_files_and_the_checkpoint_itself_are_never_replaced(tmp_path, d
     assert existing.read_bytes() == b"a model someone kept" and not (tmp_path / "g.onnx.card.json").exists()
     assert export_command.main(["--ckpt_path", str(distilled), "--out", str(existing), "--format", "onnx", "--overwrite"]) == 0
     assert load_runtime(existing).z_dim == 8
+
+
+def test_the_inference_rewrite_is_verified_against_the_generator_as_trained(tmp_path, distilled, capsys):
+    out = tmp_path / "fast.ts"
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(out), "--format", "torchscript", "--inference_rewrite"]) == 0
+    module = GANModule.load_from_checkpoint(distilled, map_location="cpu").eval()
+    model = load_runtime(out)
+    assert not [k for k in model.state_dict() if "running_var" in k]  # BatchNorm folded away
+    z = module.sample_z(6, seed=2)
+    with torch.no_grad():
+        assert torch.allclose(model(z), module.sampling_generator(z), atol=1e-5)
+    assert json.loads((tmp_path / "fast.ts.card.json").read_text())["verification"]["inference_rewrite"] is True
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(tmp_path / "g.pt"), "--inference_rewrite"]) == 2
+    assert "--inference_rewrite applies to --format torchscript or onnx" in capsys.readouterr().err
