@@ -44,7 +44,7 @@ from torch import nn
 from gan_lightning.compress.lowrank import factorize_module, plan_ranks
 from gan_lightning.compress.pruning import cut_units, prunable_groups
 from gan_lightning.compress.profiling import network_cost
-from gan_lightning.compress.selection import unstructured_masks
+from gan_lightning.compress.selection import rounded_count, unstructured_masks
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.inference import for_inference
 from gan_lightning.deploy.runtimes import OnnxGenerator, load_runtime, onnx_modules, write_verified
@@ -69,8 +69,7 @@ def structured_module(amount: float, round_to: int = 1) -> GANModule:
     module = dense_module()
     keep = {}
     for g in prunable_groups(module, "generator", set()):
-        units = max(1, round((1 - amount) * g.units))
-        keep[g.producer] = torch.arange(min(g.units, max(round_to, round_to * round(units / round_to))))
+        keep[g.producer] = torch.arange(rounded_count(max(1, round((1 - amount) * g.units)), g.units, round_to))
     cut_units(module, "generator", keep)
     return module
 

@@ -118,6 +118,14 @@ def test_structured_oneshot_cuts_every_layer_keeps_training_and_reports(tmp_path
     assert any(r.get("compress/g_macs") == str(float(after_g.macs)) for r in logged)
 
 
+def test_round_to_leaves_channel_counts_in_multiples(tmp_path, seeded):
+    module = module16()  # G: 8 stem feature maps, 4 channels in blocks.0; amount 0.7 keeps 2 and 1 of them without rounding
+    fit(tmp_path, module, Prune(generator_amount=0.7, round_to=2, start_epoch=0, metric="none"), epochs=1, batches=2)
+    assert module.generator.stem[1].num_features == 2 * 16 and module.generator.blocks[0].weight.shape[1] == 2
+    with pytest.raises(ConfigError, match="--prune.round_to must be an integer >= 1, got 0"):
+        Prune(round_to=0)
+
+
 def test_unstructured_masks_hold_after_every_optimizer_step(tmp_path, seeded):
     module = module16(ema_decay=0.9, n_critic=2)
     prune = Prune(generator_amount=0.6, discriminator_amount=0.3, granularity="unstructured", criterion="taylor", start_epoch=0, metric="none")

@@ -126,6 +126,21 @@ def test_units_to_keep_layerwise_counts_and_global_budget():
     assert sum(len(v) for v in glob.values()) == 3 and len(glob["x"]) >= 1 and 2 in glob["y"].tolist()
 
 
+@pytest.mark.parametrize("ranking", ["layerwise", "global"])
+def test_rounded_unit_counts_are_multiples_and_keep_the_best_units(ranking):
+    torch.manual_seed(0)
+    scores = {"a": torch.rand(58), "b": torch.rand(29), "c": torch.rand(6)}
+    original = {"a": 58, "b": 29, "c": 6}
+    keep = units_to_keep(scores, original, 0.55, ranking, round_to=8)
+    counts = {name: len(idx) for name, idx in keep.items()}
+    assert all(n % 8 == 0 or n == original[name] for name, n in counts.items()) and counts["c"] == 6  # never more than a layer has
+    if ranking == "layerwise":  # 26, 13, 3 without rounding
+        assert counts == {"a": 24, "b": 16, "c": 6}
+        assert {n: len(i) for n, i in units_to_keep(scores, original, 0.55, ranking).items()} == {"a": 26, "b": 13, "c": 3}
+    for name, idx in keep.items():  # the kept units are the best-scored ones of their layer
+        assert set(idx.tolist()) == set(torch.argsort(scores[name], descending=True)[: len(idx)].tolist())
+
+
 def test_unit_scores_sum_element_scores_over_each_unit():
     score = torch.arange(2 * 3 * 2 * 2, dtype=torch.float).view(2, 3, 2, 2)  # a ConvTranspose weight: dim 1 is out
     per_unit = unit_scores(score, 1, 1)
