@@ -112,8 +112,8 @@ def export_checkpoint(
         source={"checkpoint": str(ckpt_path), "sha256": sha256(ckpt_path), "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")},
         training_config=training_config(ckpt_path, checkpoint),
     )
-    card["card_path"] = str(write_card({**card, "sizes": sizes} if sizes else card, out))
     card["sizes"] = sizes
+    card["card_path"] = str(write_card(card, out))
     return card
 
 

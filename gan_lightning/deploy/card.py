@@ -2,9 +2,10 @@
 costs and how good it was measured to be, so that a deployed file can be compared with its
 dense original without the training run.
 
-Costs are measured on the exported network itself (:func:`~gan_lightning.compress.profiling.network_cost`,
-per sample), and against the generator as configured (built fresh from its class path) for
-the reduction. The quality entry is the last measurement of the training run, with the feature
+Costs are those of the generator as trained (:func:`~gan_lightning.compress.profiling.network_cost`,
+per sample; an ``--inference_rewrite`` file computes the same function, its sub-pixel layer
+with more, partly zero, MACs), against the generator as configured (built fresh from its
+class path) for the reduction. The quality entry is the last measurement of the training run, with the feature
 space, sample counts, real split and latent seed it was made with, and the step it was made at
 (which may precede the checkpoint's step); it is ``null`` when the run measured nothing.
 """
