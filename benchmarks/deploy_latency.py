@@ -127,7 +127,7 @@ def runtimes(generators: dict[str, nn.Module], z_dim: dict[str, int], folder: Pa
             out[("eager", variant)] = net.to(device)
             ts = folder / f"{variant}.ts"
             write_verified(net.cpu(), z_dim[name], ts, "torchscript", {"z_dim": z_dim[name]}, reference=generator)
-            out[("torchscript", variant)] = load_runtime(ts).to(device)
+            out[("torchscript", variant)] = load_runtime(ts, device=device)
             net.to(device)
             if ort_providers is not None:
                 path = folder / f"{variant}.onnx"

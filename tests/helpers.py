@@ -12,6 +12,12 @@ from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 
 REPO = Path(__file__).resolve().parent.parent
+TINY = str(REPO / "tests" / "tiny.yaml")  # the default preset shrunk for tests
+
+
+def tiny_run_args(run: Path, *extra: str, logger: str = "CSVLogger") -> list[str]:
+    """train.py flags of a tiny run whose logs, config.yaml and checkpoints go under ``run``."""
+    return ["--config", TINY, "--trainer.default_root_dir", str(run), "--trainer.logger", logger, "--trainer.logger.save_dir", str(run), *extra]
 
 
 def tiny_module(**kwargs) -> GANModule:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
-from gan_lightning.deploy.runtimes import OnnxGenerator, load_runtime, runtime_of
+from gan_lightning.deploy.runtimes import load_runtime
 from gan_lightning.errors import ConfigError
 
 
@@ -50,10 +50,7 @@ def load_generator(source: str | Path, device: torch.device) -> Callable[[torch.
         return generator
     if not source.is_file():
         raise ConfigError(f"--source {source} does not exist; give a train.py checkpoint (.ckpt) or a file written by the export command")
-    if runtime_of(source) == "onnx":
-        providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if device.type == "cuda" else ("CPUExecutionProvider",)
-        return OnnxGenerator(source, providers=providers)
-    return load_runtime(source).to(device)
+    return load_runtime(source, device=device)
 
 
 def latent_batches(num_samples: int, z_dim: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
@@ -95,7 +92,7 @@ def generate(source: str | Path, out: str | Path, num_samples: int = 64, seed: i
     pixels = []
     with torch.no_grad(), tqdm(total=num_samples, desc="generate", unit="img", disable=not progress) as bar:
         for z in latent_batches(num_samples, generator.z_dim, seed, batch_size):
-            images = generator(z if isinstance(generator, OnnxGenerator) else z.to(target_device))
+            images = generator(z.to(target_device))
             pixels.append(to_uint8(images))
             bar.update(len(z))
     pixels = torch.cat(pixels)

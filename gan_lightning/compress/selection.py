@@ -65,9 +65,11 @@ def units_to_keep(
     scores divided by their layer's mean, since raw scores of differently sized layers are not
     on one scale."""
     keep = _units_to_keep(scores, original, amount, ranking)
-    # within a layer both rankings keep a top set by score, so the rounded set is the top-k too
-    return {name: idx if rounded_count(len(idx), len(scores[name]), round_to) == len(idx)
-            else _top_indices(scores[name], rounded_count(len(idx), len(scores[name]), round_to)) for name, idx in keep.items()}
+    for name, idx in keep.items():
+        count = rounded_count(len(idx), len(scores[name]), round_to)
+        if count != len(idx):  # within a layer both rankings keep a top set by score: so does the rounded one
+            keep[name] = _top_indices(scores[name], count)
+    return keep
 
 
 def _units_to_keep(scores: dict[str, torch.Tensor], original: dict[str, int], amount: float, ranking: Ranking) -> dict[str, torch.Tensor]:

@@ -166,18 +166,21 @@ def runtime_of(path: str | Path) -> str:
     return "torchscript" if _is_torchscript(path) else "compact"
 
 
-def load_runtime(path: str | Path, runtime: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable generator for any exported file, with a ``z_dim`` attribute."""
-    path = Path(path)
+def load_runtime(path: str | Path, runtime: str | None = None, device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable generator for any exported file, on ``device`` (ONNX: the CUDA execution
+    provider for a CUDA device; it takes latents anywhere and returns images on the CPU), with a
+    ``z_dim`` attribute."""
+    path, device = Path(path), torch.device(device)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; write one with python -m gan_lightning.commands.export")
     runtime = runtime or runtime_of(path)
     if runtime == "onnx":
-        return OnnxGenerator(path)
+        providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if device.type == "cuda" else ("CPUExecutionProvider",)
+        return OnnxGenerator(path, providers=providers)
     if runtime == "torchscript":
         extra = {METADATA_KEY: ""}
         with _quiet_exporters():
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
         metadata = json.loads(extra[METADATA_KEY] or "{}")
         if "z_dim" not in metadata:
             raise ExportError(f"{path} is a TorchScript file without gan-lightning metadata; export it with python -m gan_lightning.commands.export")
@@ -185,4 +188,4 @@ def load_runtime(path: str | Path, runtime: str | None = None) -> Callable[[torc
         return module
     from gan_lightning.compress.storage import load_exported
 
-    return load_exported(path)
+    return load_exported(path).to(device)

@@ -16,10 +16,9 @@ from gan_lightning.compress.lowrank import LowRank
 from gan_lightning.compress.storage import export_generator, read_export
 from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
-from tests.helpers import REPO, make_trainer, train_py_ddp
+from tests.helpers import TINY, make_trainer, tiny_run_args, train_py_ddp
 from train import main
 
-TINY = str(REPO / "tests" / "tiny.yaml")
 G16 = {"z_dim": 8, "image_size": 16, "channels": 1, "width": 4}
 
 
@@ -137,11 +136,7 @@ def test_a_tap_left_on_a_replaced_module_is_detected(tmp_path):
 
 
 def _tiny_args(tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        "--config", TINY, "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
-        "--trainer.default_root_dir", str(tmp_path), "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null",
-        "--checkpoint.dirpath", str(tmp_path / "ckpts"), *extra,
-    ]
+    return tiny_run_args(tmp_path, "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null", "--checkpoint.dirpath", str(tmp_path / "ckpts"), *extra)
 
 
 def test_resume_restores_the_teacher_and_the_adapters_exactly(tmp_path):

@@ -21,10 +21,9 @@ from gan_lightning.compress.lowrank import LowRank, apply_ranks, choose_rank, en
 from gan_lightning.compress.profiling import network_cost
 from gan_lightning.compress.pruning import cut_units
 from gan_lightning.errors import CheckpointError
-from tests.helpers import REPO, tiny_module, train_py_ddp
+from tests.helpers import REPO, tiny_module, tiny_run_args, train_py_ddp
 from train import main
 
-TINY = str(REPO / "tests" / "tiny.yaml")
 
 LAYERS = {
     "linear": (lambda: nn.Linear(12, 7), (5, 12)),
@@ -196,13 +195,9 @@ def test_rebuild_with_structured_pruning_in_either_order(order):
 
 # ---------------------------------------------------------------------- through train.py
 def _tiny_args(run, *extra) -> list[str]:
-    return [
-        "--config", TINY, "--trainer.default_root_dir", str(run), "--trainer.logger", "CSVLogger",
-        "--trainer.logger.save_dir", str(run), "--metrics.every_n_epochs", "0",
-        # monitor null: last.ckpt is rewritten every epoch (with a monitor, Lightning 2.6 writes
-        # last.ckpt only on epochs that improve it)
-        "--checkpoint.monitor", "null", *extra,
-    ]
+    # monitor null: last.ckpt is rewritten every epoch (with a monitor, Lightning 2.6 writes
+    # last.ckpt only on epochs that improve it)
+    return tiny_run_args(run, "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null", *extra)
 
 
 def _rows(path) -> list[dict]:

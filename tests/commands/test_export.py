@@ -14,23 +14,20 @@ from gan_lightning.commands import export as export_command
 from gan_lightning.compress.profiling import network_cost
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.runtimes import load_runtime
-from tests.helpers import REPO
+from tests.helpers import tiny_run_args
 from train import main
 
 pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
-TINY = str(REPO / "tests" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory):
     """A run pruned at epoch 1 and distilled from its dense teacher in epoch 2, metrics on."""
     run = tmp_path_factory.mktemp("distilled")
-    args = [
-        "--config", TINY, "--trainer.default_root_dir", str(run), "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(run),
-        "--checkpoint.monitor", "null", "--trainer.max_epochs", "2", "--callbacks", "prune,distill", "--prune.start_epoch", "1",
+    assert main(tiny_run_args(
+        run, "--checkpoint.monitor", "null", "--trainer.max_epochs", "2", "--callbacks", "prune,distill", "--prune.start_epoch", "1",
         "--prune.generator_amount", "0.5", "--prune.metric", "none", "--model.ema_decay", "0.9",
-    ]
-    assert main(args) == 0
+    )) == 0
     return run / "version_0" / "checkpoints" / "last.ckpt"
 
 

@@ -3,44 +3,34 @@ batch size, and from a checkpoint as from its compact, TorchScript and ONNX expo
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from gan_lightning.commands import export as export_command
 from gan_lightning.commands import generate as generate_command
-from tests.helpers import REPO
+from tests.helpers import tiny_run_args
 from train import main
-
-TINY = str(REPO / "tests" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory):
     """A checkpoint with a structurally pruned generator (latent cut included) and its three exports."""
     run = tmp_path_factory.mktemp("pruned")
-    args = [
-        "--config", TINY, "--trainer.default_root_dir", str(run), "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(run),
-        "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null", "--callbacks", "prune", "--prune.start_epoch", "0",
+    assert main(tiny_run_args(
+        run, "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null", "--callbacks", "prune", "--prune.start_epoch", "0",
         "--prune.generator_amount", "0.5", "--prune.latent_amount", "0.25", "--prune.metric", "none", "--model.ema_decay", "0.9",
-    ]
-    assert main(args) == 0
+    )) == 0
     ckpt = run / "version_0" / "checkpoints" / "last.ckpt"
     files = {"checkpoint": ckpt}
     for fmt, name in (("compact", "g.pt"), ("torchscript", "g.ts"), ("onnx", "g.onnx")):
-        if fmt == "onnx" and not _has_onnxruntime():
+        if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:  # the export extra is optional
             continue
         assert export_command.main(["--ckpt_path", str(ckpt), "--out", str(run / name), "--format", fmt]) == 0
         files[fmt] = run / name
     return files
-
-
-def _has_onnxruntime() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def pixels(folder, n) -> np.ndarray:

@@ -14,20 +14,10 @@ from callbacks.grad_norm import GradNormMonitor
 from gan_lightning.commands.train import GANLightningCLI
 from gan_lightning.networks import MLPGenerator
 from tests.helpers import REPO, read_wandb_records
+from tests.helpers import tiny_run_args as tiny_args
 from tests.probes import TrainStartState
 from train import main
 
-TINY = str(REPO / "tests" / "tiny.yaml")
-
-
-def tiny_args(tmp_path: Path, *extra: str, logger: str = "CSVLogger") -> list[str]:
-    return [
-        "--config", TINY,
-        "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.logger", logger,
-        "--trainer.logger.save_dir", str(tmp_path),
-        *extra,
-    ]
 
 
 def fit(tmp_path: Path, *extra: str, logger: str = "CSVLogger") -> GANLightningCLI:

@@ -14,10 +14,9 @@ from gan_lightning.compress.storage import decode, encode, encoded_sizes, export
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import CheckpointError, ConfigError
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
-from tests.helpers import REPO, tiny_module
+from tests.helpers import tiny_module, tiny_run_args
 from train import main
 
-TINY = str(REPO / "tests" / "tiny.yaml")
 TINY_SPEC = {"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": {"z_dim": 8, "image_size": 8, "channels": 1, "width": 4}}
 MEDIUM_ARGS = {"z_dim": 32, "image_size": 16, "channels": 1, "width": 16}
 MEDIUM_SPEC = {"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": MEDIUM_ARGS}
@@ -146,12 +145,11 @@ def test_a_module_built_in_python_needs_a_spec(tmp_path):
 # ---------------------------------------------------------------------- the command
 def test_export_command_on_a_pruned_and_factorized_train_py_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
-    args = [
-        "--config", TINY, "--trainer.default_root_dir", str(run), "--trainer.logger", "CSVLogger",
-        "--trainer.logger.save_dir", str(run), "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null",
+    args = tiny_run_args(
+        run, "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null",
         "--trainer.max_epochs", "2", "--callbacks", "prune,lowrank", "--prune.start_epoch", "0",
         "--prune.generator_amount", "0.5", "--prune.metric", "none", "--lowrank.epoch", "1", "--lowrank.metric", "none",
-    ]
+    )
     assert main(args) == 0
     ckpt = run / "version_0" / "checkpoints" / "last.ckpt"
     capsys.readouterr()
