@@ -41,6 +41,7 @@ from torch import nn
 from callbacks.any_module import LossTerms, check_networks, is_gan, refuse_gan_only
 from callbacks.registry import register
 from callbacks.state import StateContract
+from gan_lightning.class_paths import check_class_path, class_paths_in
 from gan_lightning.compress.profiling import batchnorm_momentum, evaluating
 from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.storage import build_generator, spec_from_hparams
@@ -172,6 +173,8 @@ class Distill(StateContract, GANCallback):
         spec = spec_from_hparams(checkpoint.get("hyper_parameters"))
         if spec is None:
             raise ConfigError(f"--distill.teacher_ckpt {path} holds no generator class path; give a checkpoint written by train.py")
+        for class_path in class_paths_in(checkpoint.get("hyper_parameters")):
+            check_class_path(class_path, f"--distill.teacher_ckpt {path}")
         try:
             teacher = GANModule.load_from_checkpoint(path, map_location="cpu").sampling_generator
         except Exception as exc:
@@ -217,7 +220,7 @@ class Distill(StateContract, GANCallback):
         record = self.teacher
         if record.get("spec") is None:
             raise CheckpointError("the distill callback's saved teacher has no generator class path (the run was not built by train.py), so it cannot be rebuilt")
-        teacher = build_generator(record["spec"])
+        teacher = build_generator(record["spec"], source="the distill teacher saved in the checkpoint")
         build_z = record["spec"]["init_args"].get("z_dim", getattr(teacher, "z_dim", None))
         replay_edits(teacher, torch.zeros(2, build_z), record["structure"], record["ranks"])
         teacher.load_state_dict(record["state_dict"])

@@ -22,3 +22,12 @@ torch.set_num_threads(1)
 @pytest.fixture
 def seeded():
     pl.seed_everything(0, verbose=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_class_allowed_by_an_earlier_test():
+    """--allow_class lasts for the process; in-process command tests must not inherit it."""
+    from gan_lightning import class_paths
+
+    yield
+    class_paths._allowed_by_code.clear()

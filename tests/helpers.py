@@ -111,3 +111,7 @@ def train_py_ddp(tmp_path: Path, *args: str) -> tuple[dict, dict]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     return r0, r1
+
+
+class UserGenerator(DCGANGenerator):
+    """A generator class of the user's own, outside the project's networks (allow-list tests)."""

@@ -11,13 +11,14 @@ import pytest
 
 from tests.helpers import REPO
 
-LEAVES = ("gan_lightning.errors", "gan_lightning.dataset_tensors", "gan_lightning.networks")
+LEAVES = ("gan_lightning.errors", "gan_lightning.dataset_tensors", "gan_lightning.networks", "gan_lightning.class_paths")
 OURS = ("gan_lightning", "callbacks", "datamodules", "train", "tests", "benchmarks")
 # room -> the project modules it may import (by prefix), and third-party packages it may not
 ROOMS = {
     "gan_lightning.errors": ((), ()),
     "gan_lightning.dataset_tensors": ((), ()),
     "gan_lightning.networks": (("gan_lightning.errors",), ()),
+    "gan_lightning.class_paths": (("gan_lightning.errors",), ("torch", "pytorch_lightning", "lightning")),
     "gan_lightning.compress": (("gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "torch_fidelity", "jsonargparse")),
     "gan_lightning.quality": (("gan_lightning.quality", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse")),
     "gan_lightning.distill": (("gan_lightning.distill", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse")),

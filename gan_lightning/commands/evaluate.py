@@ -25,6 +25,7 @@ from jsonargparse import ArgumentParser
 
 from callbacks.fidelity import FidelityEvaluation
 from datamodules.base import GANDataModule
+from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
@@ -121,7 +122,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--config", type=Path, default=None, help="config with the data section (default: the run's config.yaml)")
     parser.add_argument("--inception_weights", default=None, help="InceptionV3 FID weights file")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write (default: <run>/evaluation.json)")
+    add_allow_class_flag(parser)
     args = parser.parse_args(argv)
+    allow_classes(args.allow_class)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:

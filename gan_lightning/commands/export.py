@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import yaml
 
+from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.console import run
 from gan_lightning.compress.storage import ExportReport, configured_generator, export_generator, spec_from_hparams
 from gan_lightning.core.checkpoint import read_checkpoint
@@ -144,7 +145,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace --out and its card if they exist")
     parser.add_argument("--inference_rewrite", action="store_true",
                         help="torchscript/onnx: fold BatchNorm and put the image layer in sub-pixel form (exact; speed varies, see README)")
+    add_allow_class_flag(parser)
     args = parser.parse_args(argv)
+    allow_classes(args.allow_class)
 
     def export() -> None:
         card = export_checkpoint(args.ckpt_path, args.out, args.format, sparse=not args.dense, overwrite=args.overwrite, rewrite=args.inference_rewrite)

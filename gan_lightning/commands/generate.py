@@ -21,6 +21,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
+from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
@@ -116,7 +117,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when a GPU is visible)")
     parser.add_argument("--grid", action="store_true", help="write one grid image instead of one file per sample")
     parser.add_argument("--overwrite", action="store_true", help="replace files of an earlier run")
+    add_allow_class_flag(parser)
     args = parser.parse_args(argv)
+    allow_classes(args.allow_class)
 
     def command() -> None:
         written = generate(args.source, args.out, args.num_samples, args.seed, args.batch_size, args.device, args.grid, args.overwrite)

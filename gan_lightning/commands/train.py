@@ -25,6 +25,7 @@ from callbacks.layer_table import LayerTable
 from callbacks.registry import CALLBACKS, parse_names
 from callbacks.samples import SampleGrid
 from datamodules.base import GANDataModule
+from gan_lightning.class_paths import allow_classes
 from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.loggers import describe_run, run_dir, wandb_credentials_available
@@ -132,6 +133,9 @@ class GANLightningCLI(LightningCLI):
             if cfg.trainer.get(flag) not in (neutral, 0):
                 raise ConfigError(f"--trainer.{flag} does not apply to the GAN's manual optimization; leave it unset")
         self._align_checkpoint_with_metrics(cfg)
+        # The networks this config names are the user's choice, so checkpoints of this run (a
+        # distill teacher's record, a resume) may name them too.
+        allow_classes(str(cfg.model[net].class_path) for net in ("generator", "discriminator") if cfg.model.get(net))
         if self.resume_checkpoint is not None:
             self._continue_run_folder(cfg, Path(cfg.ckpt_path))
         self._configure_wandb(cfg)

@@ -19,12 +19,12 @@ LightningCLI stores in a checkpoint's hyper-parameters), the latent size it is b
 the structured-pruning record (``GANModule.structure["generator"]``) and the low-rank ranks
 (``GANModule.lowrank``). :func:`load_exported` rebuilds it from these alone. Files are read
 with ``torch.load(weights_only=True)``: no pickled code runs, and the only class imported is
-the generator class the file names.
+the generator class the file names, and only when it is on the allow-list of
+:mod:`gan_lightning.class_paths`.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import math
 import zlib
@@ -35,6 +35,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from gan_lightning.class_paths import import_class
 from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.errors import CheckpointError, ConfigError
@@ -143,17 +144,16 @@ def generator_spec(module) -> dict[str, Any]:
     )
 
 
-def build_generator(spec: dict[str, Any]) -> nn.Module:
-    """A freshly initialized generator from its class path and init args."""
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CheckpointError(f"generator class {spec['class_path']!r} cannot be imported ({exc})") from exc
+def build_generator(spec: dict[str, Any], source: str = "the file") -> nn.Module:
+    """A freshly initialized generator from its class path and init args; the class path must be
+    on the allow-list (:mod:`gan_lightning.class_paths`) since ``spec`` comes from ``source``."""
+    cls = import_class(spec["class_path"], source)
+    if not issubclass(cls, nn.Module):
+        raise CheckpointError(f"{source} names the generator class {spec['class_path']!r}, which is not a torch.nn.Module")
     try:
         return cls(**spec.get("init_args", {}))
     except TypeError as exc:
-        raise CheckpointError(f"generator class {spec['class_path']!r} does not take the recorded init args ({exc})") from exc
+        raise CheckpointError(f"{source}: generator class {spec['class_path']!r} does not take the recorded init args ({exc})") from exc
 
 
 def configured_generator(module, spec: dict[str, Any]) -> tuple[nn.Module, int]:
@@ -266,7 +266,7 @@ def load_exported(path: str | Path) -> nn.Module:
     """The generator of an export file, rebuilt and loaded, in eval mode, with ``z_dim`` set to
     the latent size it takes (recorded edits replayed by :func:`~gan_lightning.compress.replay.replay_edits`)."""
     record = read_export(path)
-    generator = build_generator(record["generator"]).eval()
+    generator = build_generator(record["generator"], source=str(path)).eval()
     structure = record["structure"]
     replay_edits(generator, torch.zeros(2, record["build_z_dim"]), structure, record["lowrank"])
     try:

@@ -13,6 +13,10 @@ from gan_lightning.errors import CheckpointError
 def read_checkpoint(path: str | Path, flag: str = "--ckpt_path") -> dict[str, Any]:
     """Load a Lightning checkpoint on CPU, or refuse it with one sentence naming the flag and file."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(path.rglob("*.ckpt"))
+        hint = f", e.g. {found[-1]}" if found else ""
+        raise CheckpointError(f"{flag} {path} is a folder; pass the .ckpt file itself{hint}")
     if not path.is_file():
         raise CheckpointError(f"{flag} {path} does not exist; pass a .ckpt file written by a previous run")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
@@ -10,11 +11,12 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
+from gan_lightning.class_paths import check_class_path, class_paths_in
 from gan_lightning.compress.profiling import evaluating
 from gan_lightning.compress.pruning import example_input, networks_of
 from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.surgery import INPUT_KEY
-from gan_lightning.core.checkpoint import state_dict_mismatches
+from gan_lightning.core.checkpoint import read_checkpoint, state_dict_mismatches
 from gan_lightning.core.hooks import architecture_changed, callbacks_with_hook
 from gan_lightning.core.lightning_private import built_by_cli, find_unused_parameters
 from gan_lightning.core.losses import LossName, get_loss, gradient_penalty, r1_penalty
@@ -288,6 +290,16 @@ class GANModule(pl.LightningModule):
         architecture_changed(self.trainer, self, network, previous, rebuild_optimizers)
 
     # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args: Any, **kwargs: Any) -> "GANModule":
+        """Lightning's loader, after checking every class path in the checkpoint's
+        hyper-parameters against the allow-list: Lightning would import and build them."""
+        if isinstance(checkpoint_path, (str, Path)):
+            checkpoint = read_checkpoint(checkpoint_path, flag="checkpoint")
+            for class_path in class_paths_in(checkpoint.get("hyper_parameters") or {}):
+                check_class_path(class_path, f"the checkpoint {checkpoint_path}")
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def checkpoint_mismatch(self, checkpoint: dict[str, Any]) -> Optional[str]:
         """Why ``checkpoint`` cannot be loaded into this model, or None when it can.
 
