@@ -100,6 +100,21 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
     }
 
 
+def refuse_replacing(out: Path, ckpt_path: Path) -> None:
+    """--out may replace an earlier evaluation's JSON (the default file is rewritten on every
+    evaluation), never any other file: a checkpoint would be lost."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; pass a .json file name")
+    if not out.exists():
+        return
+    try:
+        earlier = json.loads(out.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        earlier = None
+    if not (isinstance(earlier, dict) and {"checkpoint", "metrics", "per_seed"} <= set(earlier)) or out.resolve() == ckpt_path.resolve():
+        raise ConfigError(f"--out {out} exists and is not an earlier evaluation result, so it is not replaced; choose another file name")
+
+
 def format_table(result: dict) -> str:
     lines = [
         f"{result['checkpoint']}: {result['features']} features, {result['num_fake']} generated vs"
@@ -131,12 +146,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
 
     def evaluate() -> None:
+        out = args.out or args.ckpt_path.parent.parent / "evaluation.json"
+        refuse_replacing(out, args.ckpt_path)  # before the evaluation's minutes, not after
         result = evaluate_checkpoint(
             args.ckpt_path, seeds, args.config, features=args.features, num_fake=args.num_fake,
             num_real=args.num_real, real_split=args.real_split, inception_weights=args.inception_weights,
         )
         print(format_table(result))
-        out = args.out or args.ckpt_path.parent.parent / "evaluation.json"
         out.write_text(json.dumps(result, indent=2, allow_nan=False))
         print(f"wrote {out}")
 

@@ -14,6 +14,7 @@ import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -27,7 +28,7 @@ from callbacks.samples import SampleGrid
 from datamodules.base import GANDataModule
 from gan_lightning.class_paths import allow_classes
 from gan_lightning.commands.console import run
-from gan_lightning.core.checkpoint import read_checkpoint
+from gan_lightning.core.checkpoint import AtomicCheckpointIO, read_checkpoint
 from gan_lightning.core.loggers import describe_run, run_dir, wandb_credentials_available
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import CheckpointError, ConfigError
@@ -138,6 +139,7 @@ class GANLightningCLI(LightningCLI):
         allow_classes(str(cfg.model[net].class_path) for net in ("generator", "discriminator") if cfg.model.get(net))
         if self.resume_checkpoint is not None:
             self._continue_run_folder(cfg, Path(cfg.ckpt_path))
+        self._refuse_replacing_checkpoints(cfg)
         self._configure_wandb(cfg)
 
     def _align_checkpoint_with_metrics(self, cfg: Namespace) -> None:
@@ -175,6 +177,31 @@ class GANLightningCLI(LightningCLI):
             if logger_cfg.init_args.get("id") is None:
                 logger_cfg.init_args["id"] = ckpt_path.parent.parent.name
                 logger_cfg["dict_kwargs"] = {**(logger_cfg.get("dict_kwargs") or {}), "resume": "allow"}
+
+    def _refuse_replacing_checkpoints(self, cfg: Namespace) -> None:
+        """ModelCheckpoint writes last.ckpt and prunes best-*.ckpt in its folder without asking:
+        another run's folder, or a newer checkpoint of the run being resumed, would be lost."""
+        if not cfg.checkpoint.get("dirpath"):
+            return  # Lightning's default is a new version folder per run
+        folder = Path(cfg.checkpoint.dirpath)
+        existing = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+        if not existing:
+            return
+        resume = Path(cfg.ckpt_path).resolve() if self.resume_checkpoint is not None else None
+        if resume is None or resume.parent != folder.resolve():
+            raise ConfigError(
+                f"--checkpoint.dirpath {folder} already holds checkpoints of another run ({', '.join(existing[:3])}), which this run"
+                f" would replace: choose a new folder, or continue that run with --ckpt_path {folder / existing[-1]}"
+            )
+        last = folder / "last.ckpt"
+        if last.is_file() and last.resolve() != resume:
+            newer = read_checkpoint(last, flag="the run's").get("global_step", 0)
+            step = self.resume_checkpoint.get("global_step", 0)
+            if newer > step:
+                raise ConfigError(
+                    f"--ckpt_path {cfg.ckpt_path} (step {step}) is older than {last} (step {newer}), which the resumed run would"
+                    f" overwrite: resume from {last}, or branch off into a new folder with --checkpoint.dirpath NEW_FOLDER"
+                )
 
     def after_instantiate_classes(self) -> None:
         # Checked here, before the Trainer starts its logger, so that a refused run leaves no run folder.
@@ -216,8 +243,12 @@ class GANLightningCLI(LightningCLI):
                 )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        plugins = [CALLBACKS[name](**vars(self._run_config[name]).copy()) for name in self.callback_names]
+        plug_ins = [CALLBACKS[name](**vars(self._run_config[name]).copy()) for name in self.callback_names]
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        plugins = trainer_config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            trainer_config["plugins"] = [*plugins, AtomicCheckpointIO()]
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         if self.last_every_epoch:
             best = next(cb for cb in extra if isinstance(cb, ModelCheckpoint))
@@ -226,7 +257,7 @@ class GANLightningCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing") is False:
             # Lightning refuses a ModelCheckpoint when checkpointing is off; ours is a default, not the user's.
             extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
-        return self._instantiate_trainer(trainer_config, extra + plugins)
+        return self._instantiate_trainer(trainer_config, extra + plug_ins)
 
 
 def with_default_subcommand(argv: list[str]) -> list[str]:

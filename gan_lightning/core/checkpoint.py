@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from gan_lightning.errors import CheckpointError
 
@@ -46,3 +49,27 @@ def state_dict_mismatches(saved: Mapping[str, torch.Tensor], expected: Mapping[s
     return problems
 
 
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it and renames it into place, so a
+    kill or a full disk during the write leaves the previous checkpoint of that name intact,
+    and a failed write is one sentence ("disk full") instead of an OSError traceback."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        path = Path(path)
+        if "://" in str(path):  # remote storage keeps fsspec's own transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            kept = "the previous checkpoint of that name is intact" if path.exists() else "no earlier checkpoint of that name existed"
+            why = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or type(exc).__name__
+            raise CheckpointError(f"could not write the checkpoint {path} ({why}); {kept}: free space or choose another --checkpoint.dirpath, then resume") from exc
