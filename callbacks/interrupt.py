@@ -1,36 +1,103 @@
-"""The checkpoint written when training stops on an exception."""
+"""Stopping cleanly: the checkpoint written when training stops on a signal or an error."""
 
 from __future__ import annotations
 
+import shlex
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
 from pytorch_lightning import Callback
+from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from gan_lightning.errors import RunStopped, TrainingInterrupted
+
+
+def resume_command(argv: list[str], ckpt_path: Path) -> str:
+    """``python train.py ARGS --ckpt_path CKPT``: the run's own flags, any earlier --ckpt_path replaced."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            kept.append(arg)
+    kept = kept[1:] if kept[:1] == ["fit"] else kept
+    return shlex.join(["python", "train.py", *kept, "--ckpt_path", str(ckpt_path)])
 
 
 class InterruptCheckpoint(Callback):
-    """Writes ``on_exception.ckpt`` next to the run's other checkpoints when training stops on
-    an exception: Ctrl-C, SIGTERM (Lightning turns it into an exception) or a NaN loss.
+    """Writes ``on_exception.ckpt`` next to the run's other checkpoints when training stops
+    early, and says where it is and how to resume.
+
+    - SIGINT (Ctrl-C) and SIGTERM (a scheduler's preemption) stop training at the next batch
+      boundary, never between the D and the G step, so the resumed run continues exactly
+      where this one stopped; the process exits with 128 + the signal number, as schedulers
+      expect of a job that did not finish. A second Ctrl-C stops at once.
+    - On a divergence, callbacks that keep the last finite state (callbacks.divergence) put
+      it back first, so the file holds weights that can be resumed.
 
     Not Lightning's OnExceptionCheckpoint: its presence makes every ``fit()`` without a
-    ``ckpt_path`` silently resume from the newest checkpoint it can find, and it needs its
-    folder before the run's checkpoint folder is known. Not ModelCheckpoint's
-    ``save_on_exception`` either: that names the file like a best checkpoint.
+    ``ckpt_path`` silently resume from the newest checkpoint it can find.
     """
 
     def __init__(self, filename: str = "on_exception.ckpt") -> None:
         self.filename = filename
         self.ckpt_path: Optional[Path] = None
-
-    @property
-    def rescue_checkpoint_path(self) -> Optional[Path]:
-        """Where the checkpoint goes; GANModule names it when it stops on a NaN loss."""
-        return self.ckpt_path
+        self.argv: Optional[list[str]] = None  # set by train.py, for the resume command
+        self._signal: Optional[int] = None
+        self._previous_sigint = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
         self.ckpt_path = Path(folder or trainer.default_root_dir) / self.filename
+        self._signal = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._signal is not None:
+            raise KeyboardInterrupt
+        self._signal = signal.SIGINT
+        print("\nCtrl-C: stopping after this batch with a checkpoint (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Lightning notes SIGTERM (received_sigterm) and would stop after this hook with an
+        # exception that exits 0; stopping here turns it into TrainingInterrupted instead.
+        signum = self._signal or (signal.SIGTERM if trainer.received_sigterm else None)
+        if trainer.world_size > 1:  # every rank stops at the same batch, or the others hang
+            stop = trainer.strategy.reduce_boolean_decision(signum is not None, all=False)
+            signum = signum or (signal.SIGTERM if stop else None)
+        if signum is not None:
+            raise TrainingInterrupted(
+                f"training stopped by {signal.Signals(signum).name} after epoch {trainer.current_epoch}, batch {batch_idx}"
+                f" (step {trainer.global_step})", signum
+            )
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self.ckpt_path is not None:
+        if self.ckpt_path is None:
+            return
+        restored = None
+        for cb in trainer.callbacks:  # e.g. callbacks.divergence: the last finite state
+            if callable(restore := getattr(cb, "restore_last_finite", None)):
+                restored = restore(trainer, pl_module, exception) or restored
+        try:
             trainer.save_checkpoint(self.ckpt_path)
+        except Exception as exc:  # the original error matters more than this one
+            rank_zero_warn(f"could not write the rescue checkpoint {self.ckpt_path}: {exc}")
+            return
+        rescue = f"{restored or 'the run as it stopped'} is saved to {self.ckpt_path}"
+        resume = resume_command(self.argv, self.ckpt_path) if self.argv is not None else f"--ckpt_path {self.ckpt_path}"
+        if isinstance(exception, RunStopped):
+            exception.rescue, exception.resume = rescue, resume
+        elif trainer.is_global_zero and isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            print(f"{rescue}; resume with: {resume}", file=sys.stderr, flush=True)

@@ -18,8 +18,35 @@ class CheckpointError(GANLightningError, RuntimeError):
     """A checkpoint is unreadable or does not fit the configured model."""
 
 
-class NonFiniteLossError(GANLightningError, FloatingPointError):
-    """A loss became NaN or infinite; the weights from before that step are kept."""
+class RunStopped(GANLightningError, RuntimeError):
+    """Training stopped before its end. ``rescue`` says what was saved where and ``resume`` the
+    command that continues the run; the callback that writes the rescue checkpoint sets them,
+    after the exception was raised."""
+
+    exit_status = 2
+
+    def __init__(self, reason: str, advice: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.advice = reason, advice
+        self.rescue, self.resume = "nothing was saved", ""
+
+    def __str__(self) -> str:
+        advice = f": {self.advice}" if self.advice else ""
+        resume = f"; then resume with: {self.resume}" if self.resume and self.advice else f"; resume with: {self.resume}" if self.resume else ""
+        return f"{self.reason}; {self.rescue}{advice}{resume}"
+
+
+class NonFiniteLossError(RunStopped, FloatingPointError):
+    """A loss, a weight, a buffer or the optimizer state became NaN or infinite."""
+
+
+class TrainingInterrupted(RunStopped):
+    """SIGINT or SIGTERM stopped training at a batch boundary; exits 128 + the signal number,
+    as schedulers expect of a job that did not finish."""
+
+    def __init__(self, reason: str, signum: int) -> None:
+        super().__init__(reason)
+        self.exit_status = 128 + signum
 
 
 class ExportError(GANLightningError, RuntimeError):

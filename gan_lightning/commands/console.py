@@ -1,13 +1,16 @@
 """How every command ends: a project error becomes ``error: <sentence>`` and exit status 2.
 
 Errors caused by the user's input (:class:`~gan_lightning.errors.GANLightningError`) are one
-sentence that names the flag or file; printing a traceback for them would bury it. Anything
-else is a bug and keeps its traceback.
+sentence that names the flag or file; printing a traceback for them would bury it. So is an
+OSError the file system raised on a path (an output folder that is read-only, full, or under
+a file): that is the user's disk, not a bug. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 from gan_lightning.errors import GANLightningError
@@ -25,6 +28,46 @@ def user_error(exc: Optional[BaseException]) -> Optional[GANLightningError]:
     return None
 
 
+def sentence(error: BaseException) -> str:
+    """What the user reads for ``error``. A DataLoader worker re-raises an error from the
+    dataset with the worker's whole traceback as its message; the sentence is its last line."""
+    text = str(error)
+    marker = f"{type(error).__module__}.{type(error).__qualname__}: "
+    if text.startswith("Caught ") and "Original Traceback" in text and marker in text:
+        return text[text.rfind(marker) + len(marker) :].strip()
+    return text
+
+
+# errno of an OSError that says the file system refused a path (not a bug in the command);
+# the messages finish "<path> ..." and say what to change.
+PATH_REFUSALS = {
+    errno.EACCES: "cannot be written or read: permission denied; choose a folder you may write to",
+    errno.EPERM: "cannot be written or read: operation not permitted; choose a folder you may write to",
+    errno.EROFS: "is on a read-only file system; choose a writable folder",
+    errno.ENOSPC: "cannot be written: the disk is full; free space or choose another disk",
+    errno.EDQUOT: "cannot be written: the disk quota is exceeded; free space or choose another disk",
+    errno.ENOTDIR: "cannot be created because a part of the path is a file, not a folder; choose another path",
+    errno.EEXIST: "is a file where a folder is needed; choose another path or move the file",
+    errno.EISDIR: "is a folder where a file is needed; give a file name",
+    errno.ENAMETOOLONG: "is too long a path for the file system; choose a shorter one",
+}
+
+
+def path_refusal(exc: BaseException) -> Optional[str]:
+    """One sentence for an OSError the file system raised on a path (an output folder under a
+    file, read-only or full), found anywhere in the cause chain; None for any other error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.filename and exc.errno in PATH_REFUSALS:
+            blocker = next((p for p in Path(exc.filename).parents if p.exists() and not p.is_dir()), None)
+            if exc.errno == errno.ENOTDIR and blocker is not None:
+                return f"{exc.filename} cannot be created because {blocker} is a file, not a folder; choose another path"
+            return f"{exc.filename} {PATH_REFUSALS[exc.errno]}"
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def run(command: Callable[[], None], also: tuple[type[BaseException], ...] = ()) -> int:
     """Run ``command``; return 0, or 2 after printing ``error: <sentence>`` for a user error
     (``also``: further exception types printed the same way, e.g. Lightning's refusals)."""
@@ -33,7 +76,11 @@ def run(command: Callable[[], None], also: tuple[type[BaseException], ...] = ())
     except Exception as exc:
         error = user_error(exc) or (exc if isinstance(exc, also) else None)
         if error is None:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+            refusal = path_refusal(exc)
+            if refusal is None:
+                raise
+            print(f"error: {refusal}", file=sys.stderr)
+            return 2
+        print(f"error: {sentence(error)}", file=sys.stderr)
+        return getattr(error, "exit_status", 2)
     return 0

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -16,10 +17,11 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from pytorch_lightning.utilities import rank_zero_info
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 import callbacks  # noqa: F401  (importing the package registers every plug-in callback)
+from callbacks.divergence import DivergenceGuard
 from callbacks.fidelity import FidelityEvaluation
 from callbacks.interrupt import InterruptCheckpoint
 from callbacks.layer_table import LayerTable
@@ -27,9 +29,10 @@ from callbacks.registry import CALLBACKS, parse_names
 from callbacks.samples import SampleGrid
 from datamodules.base import GANDataModule
 from gan_lightning.class_paths import allow_classes
+from gan_lightning.commands.config_files import check_config_args
 from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import AtomicCheckpointIO, read_checkpoint
-from gan_lightning.core.loggers import describe_run, run_dir, wandb_credentials_available
+from gan_lightning.core.loggers import describe_run, run_dir, settle_wandb_mode
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import CheckpointError, ConfigError
 from gan_lightning.quality.evaluation import check_metrics_setup
@@ -61,13 +64,14 @@ def _short_name(class_path: str, suffix: str) -> str:
 class GANLightningCLI(LightningCLI):
     def __init__(self, args: Optional[list[str]] = None, default_config: Path = DEFAULT_CONFIG, **kwargs: Any) -> None:
         defaults = {"default_config_files": [str(default_config)]}
+        self.argv = list(args) if args is not None else sys.argv[1:]  # for the resume command of an interrupted run
         super().__init__(
             model_class=GANModule,
             datamodule_class=GANDataModule,
             subclass_mode_data=True,
             save_config_callback=SaveRunConfig,
             save_config_kwargs={"save_to_log_dir": False},
-            trainer_defaults={"callbacks": [InterruptCheckpoint(), LayerTable()]},
+            trainer_defaults={"callbacks": [InterruptCheckpoint(), DivergenceGuard(), LayerTable()]},
             parser_kwargs={sub: dict(defaults) for sub in SUBCOMMANDS},
             auto_configure_optimizers=False,
             args=args,
@@ -235,12 +239,11 @@ class GANLightningCLI(LightningCLI):
             for key, value in run.items():
                 if args.get(key) is None:
                     args[key] = value
-            if not args.get("offline") and not wandb_credentials_available() and "WANDB_MODE" not in os.environ:
+            warning = settle_wandb_mode(os.environ, bool(args.get("offline")), args.get("save_dir"))
+            if warning:
                 args["offline"] = True
-                rank_zero_info(
-                    f"W&B: no credentials found, logging offline under {args.get('save_dir')}/wandb"
-                    " (run `wandb sync` there later, or set WANDB_API_KEY)."
-                )
+                if rank_zero_only.rank == 0:  # printed, not logged: seen even with Lightning's logging silenced
+                    print(warning, file=sys.stderr)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         plug_ins = [CALLBACKS[name](**vars(self._run_config[name]).copy()) for name in self.callback_names]
@@ -257,7 +260,11 @@ class GANLightningCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing") is False:
             # Lightning refuses a ModelCheckpoint when checkpointing is off; ours is a default, not the user's.
             extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
-        return self._instantiate_trainer(trainer_config, extra + plug_ins)
+        trainer = self._instantiate_trainer(trainer_config, extra + plug_ins)
+        for cb in trainer.callbacks:
+            if isinstance(cb, InterruptCheckpoint):
+                cb.argv = self.argv
+        return trainer
 
 
 def with_default_subcommand(argv: list[str]) -> list[str]:
@@ -273,10 +280,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.argv[1:] = with_default_subcommand(sys.argv[1:])
 
     def fit() -> None:
+        check_config_args(sys.argv[1:] if argv is None else argv)  # before jsonargparse's usage page
         GANLightningCLI(args=None if argv is None else with_default_subcommand(argv))
 
     # MisconfigurationException: Lightning's own one-line refusals of a Trainer setting
-    return run(fit, also=(MisconfigurationException,))
+    try:
+        return run(fit, also=(MisconfigurationException,))
+    except SIGTERMException:  # outside a training batch (e.g. in validation): Lightning would exit 0
+        print("error: training stopped by SIGTERM (see above for the checkpoint)", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

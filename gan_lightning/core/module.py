@@ -23,6 +23,8 @@ from gan_lightning.core.losses import LossName, get_loss, gradient_penalty, r1_p
 from gan_lightning.errors import CheckpointError, ConfigError, NonFiniteLossError
 from gan_lightning.quality.swd import sliced_wasserstein
 
+DIVERGENCE_ADVICE = "lower --model.lr_g/--model.lr_d, add --model.gp_weight, or try --model.loss hinge"
+
 
 class GANModule(pl.LightningModule):
     """Trains any generator/discriminator pair with n_critic D steps then one G step per batch.
@@ -170,6 +172,15 @@ class GANModule(pl.LightningModule):
             self.discriminator.parameters(), self.hparams.lr_d
         )
 
+    def on_train_start(self) -> None:
+        # A resumed optimizer brings the checkpoint's learning rates; the configured ones are
+        # what the user asked for (typically lower, after a divergence), so they win, loudly.
+        for optimizer, key in zip(self.trainer.optimizers, ("lr_g", "lr_d")):
+            for group in optimizer.param_groups:
+                if group["lr"] != self.hparams[key]:
+                    rank_zero_info(f"--model.{key} {self.hparams[key]} replaces the checkpoint's learning rate {group['lr']}")
+                    group["lr"] = self.hparams[key]
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -240,19 +251,14 @@ class GANModule(pl.LightningModule):
         return {**logs, "train/d_loss": d_loss.detach()}
 
     def _refuse_non_finite(self, name: str, loss: torch.Tensor) -> None:
-        # Checked before backward so the weights are still the last finite ones; reduced across
-        # ranks so that all ranks stop together instead of one deadlocking the others.
+        # Checked before backward so that no update is made from it; reduced across ranks so
+        # that all ranks stop together instead of one deadlocking the others. What is saved
+        # (the last finite state) is the rescue callbacks' business (callbacks.divergence).
         bad = self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False)
-        if not bad:
-            return
-        # a callback that writes a rescue checkpoint on exceptions says where (callbacks.interrupt)
-        saved = [p for cb in self.trainer.callbacks if (p := getattr(cb, "rescue_checkpoint_path", None))]
-        where = f"saved to {saved[0]}" if saved else "left unchanged in memory"
-        raise NonFiniteLossError(
-            f"{name} became {loss.item()} at epoch {self.current_epoch}, batch {self.trainer.fit_loop.batch_idx}; the"
-            f" weights from before this step are {where}: lower --model.lr_g/--model.lr_d, add --model.gp_weight, or"
-            " try --model.loss hinge"
-        )
+        if bad:
+            raise NonFiniteLossError(
+                f"{name} became {loss.item()} at epoch {self.current_epoch}, batch {self.trainer.fit_loop.batch_idx}", DIVERGENCE_ADVICE
+            )
 
     @torch.no_grad()
     def _update_ema(self) -> None:
