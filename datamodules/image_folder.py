@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from torchvision import transforms
 
 from datamodules.base import GANDataModule, seeded_split
+from datamodules.image_decoding import read_image
 from gan_lightning.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -53,7 +53,7 @@ class ImageFileDataset(Dataset):
     def __init__(self, paths: list[Path], labels: list[int], image_size: int, channels: int) -> None:
         self.paths = paths
         self.labels = labels
-        self.mode = "L" if channels == 1 else "RGB"
+        self.channels = channels
         self.transform = transforms.Compose(
             [
                 transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
@@ -67,12 +67,7 @@ class ImageFileDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert(self.mode)
-        except OSError as err:
-            raise DataError(f"The image file {path} (under --data.root) is unreadable ({err}); remove or replace it.") from err
+        image = read_image(self.paths[index], self.channels)
         return self.transform(image), torch.tensor(self.labels[index], dtype=torch.long)
 
 
@@ -87,7 +82,8 @@ class ImageFolderDataModule(GANDataModule):
     Args:
         root: the image folder.
         image_size: side of the square images.
-        channels: 1 (greyscale) or 3 (RGB); images are converted to it.
+        channels: 1 (greyscale) or 3 (RGB); images are converted to it (16-bit images are
+            scaled to 8 bits, transparent pixels are shown on white).
     """
 
     def __init__(self, root: str, image_size: int = 64, channels: int = 3, **kwargs) -> None:
@@ -107,6 +103,8 @@ class ImageFolderDataModule(GANDataModule):
 
     def _scan(self) -> tuple[list[Path], list[int], list[str]]:
         root = Path(self.root)
+        if root.exists() and not root.is_dir():
+            raise DataError(f"--data.root {root} is a file; give the folder that holds the images.")
         if not root.is_dir():
             raise DataError(f"The image folder {root} given by --data.root does not exist.")
         paths = find_images(root)

@@ -3,7 +3,6 @@ official test split as the fixed validation split. Downloads only when asked to.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torchvision
 from torch.utils.data import Dataset
 
 from datamodules.base import GANDataModule
+from datamodules.cifar_pickle import load_cifar_batch
 from gan_lightning.errors import ConfigError, DataError
 
 # Images are resized in chunks so that upsampling a whole training split never needs a
@@ -69,6 +69,8 @@ class TorchvisionImageDataModule(GANDataModule):
         super().__init__(**kwargs)
         if image_size < 1:
             raise ConfigError(f"--data.image_size must be >= 1, got {image_size}")
+        if Path(root).exists() and not Path(root).is_dir():
+            raise DataError(f"--data.root {root} is a file; give the folder that holds {self.folder_name}/.")
         self.root = root
         self.download = download
         self.image_size = image_size
@@ -114,6 +116,8 @@ class TorchvisionImageDataModule(GANDataModule):
     def _dataset(self, train: bool) -> UInt8ImageDataset:
         try:
             images, labels = self.read_split(train)
+        except DataError:  # already names the file and what is wrong with it
+            raise
         except Exception as err:  # a truncated or foreign file fails deep inside a parser
             split = "training" if train else "test"
             detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
@@ -200,9 +204,7 @@ class CIFAR10DataModule(TorchvisionImageDataModule):
         # md5 differs from the official one, and also wants batches.meta.
         images, labels = [], []
         for name in self.train_batches if train else self.test_batches:
-            with open(self.folder / name, "rb") as f:
-                # "bytes" turns the Python 2 str keys of the official files into b"data", b"labels".
-                batch = pickle.load(f, encoding="bytes")
+            batch = load_cifar_batch(self.folder / name)  # refuses a pickle that would run code
             images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
         return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))

@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import yaml
 from jsonargparse import ArgumentParser
 
 from callbacks.fidelity import FidelityEvaluation
 from datamodules.base import GANDataModule
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
+from gan_lightning.commands.config_files import read_yaml
 from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
@@ -35,10 +35,10 @@ from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
 
 
 def run_config(path: Path) -> dict:
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"--config {path} does not exist; pass the run's config.yaml (it holds the data section)")
-    config = yaml.safe_load(path.read_text()) or {}
-    if not config.get("data"):
+    config = read_yaml(path, "--config") or {}  # a folder, or a syntax error with its line, in one sentence
+    if not isinstance(config, dict) or not config.get("data"):
         raise ConfigError(f"--config {path} has no data section")
     return config
 

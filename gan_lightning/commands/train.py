@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -13,7 +14,7 @@ from typing import Any, Optional
 
 import yaml
 from jsonargparse import Namespace
-from pytorch_lightning import Trainer
+from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -54,6 +55,24 @@ class SaveRunConfig(SaveConfigCallback):
         path.write_text(text)
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": yaml.safe_load(text)})
+
+
+class PlugInRecord(Callback):
+    """Writes the switched-on plug-ins and their options into every checkpoint, so that a
+    resume can refuse to silently change them (see ``_check_resumed_plug_ins``)."""
+
+    KEY = "gan_lightning_plug_ins"
+
+    def __init__(self, options: dict[str, dict[str, Any]]) -> None:
+        self.options = options
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.KEY] = self.options
+
+
+def _plain(value: Any) -> Any:
+    """Options as the plain values torch.load(weights_only=True) reads back, tuples as lists."""
+    return json.loads(json.dumps(value, default=lambda v: vars(v) if isinstance(v, Namespace) else str(v)))
 
 
 def _short_name(class_path: str, suffix: str) -> str:
@@ -141,7 +160,9 @@ class GANLightningCLI(LightningCLI):
         # The networks this config names are the user's choice, so checkpoints of this run (a
         # distill teacher's record, a resume) may name them too.
         allow_classes(str(cfg.model[net].class_path) for net in ("generator", "discriminator") if cfg.model.get(net))
-        if self.resume_checkpoint is not None:
+        self.plug_in_options = {name: _plain(cfg[name].as_dict()) for name in self.callback_names}
+        if self.resume_checkpoint is not None and self.subcommand == "fit":
+            self._check_resumed_plug_ins(cfg)
             self._continue_run_folder(cfg, Path(cfg.ckpt_path))
         self._refuse_replacing_checkpoints(cfg)
         self._configure_wandb(cfg)
@@ -181,6 +202,34 @@ class GANLightningCLI(LightningCLI):
             if logger_cfg.init_args.get("id") is None:
                 logger_cfg.init_args["id"] = ckpt_path.parent.parent.name
                 logger_cfg["dict_kwargs"] = {**(logger_cfg.get("dict_kwargs") or {}), "resume": "allow"}
+
+    def _check_resumed_plug_ins(self, cfg: Namespace) -> None:
+        """Resuming means the same run: a plug-in whose state the checkpoint holds must stay on
+        (without prune, its masks would be gone after one epoch), with the same options.
+        Plug-ins may be added. Checkpoints written before options were recorded are checked
+        for the plug-ins only."""
+        checkpoint = self.resume_checkpoint
+        saved_state = checkpoint.get("callbacks", {})
+        recorded = checkpoint.get(PlugInRecord.KEY)
+        had = set(recorded) if recorded is not None else {n for n, c in CALLBACKS.items() if c.__qualname__ in saved_state}
+        dropped = sorted(had - set(self.callback_names))
+        if dropped:
+            raise ConfigError(
+                f"--ckpt_path {cfg.ckpt_path} was trained with --callbacks {','.join(sorted(had))}, and resuming without"
+                f" {', '.join(dropped)} would lose {'its' if len(dropped) == 1 else 'their'} state (e.g. pruning masks):"
+                f" resume with --callbacks {','.join(sorted(had | set(self.callback_names)))}"
+            )
+        changed = [
+            f"--{name}.{key} {self.plug_in_options[name].get(key)!r} (the checkpoint's run used {value!r})"
+            for name, options in (recorded or {}).items()
+            for key, value in options.items()
+            if self.plug_in_options[name].get(key) != value
+        ]
+        if changed:
+            raise ConfigError(
+                f"--ckpt_path {cfg.ckpt_path} continues a run whose plug-in options differ: {'; '.join(changed[:4])}; resume with the"
+                " run's own options (its config.yaml has them), or start a new run to change them"
+            )
 
     def _refuse_replacing_checkpoints(self, cfg: Namespace) -> None:
         """ModelCheckpoint writes last.ckpt and prunes best-*.ckpt in its folder without asking:
@@ -260,7 +309,7 @@ class GANLightningCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing") is False:
             # Lightning refuses a ModelCheckpoint when checkpointing is off; ours is a default, not the user's.
             extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
-        trainer = self._instantiate_trainer(trainer_config, extra + plug_ins)
+        trainer = self._instantiate_trainer(trainer_config, extra + plug_ins + [PlugInRecord(self.plug_in_options)])
         for cb in trainer.callbacks:
             if isinstance(cb, InterruptCheckpoint):
                 cb.argv = self.argv

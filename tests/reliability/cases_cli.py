@@ -15,3 +15,28 @@ CASES = [
     Case("unknown-callback", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "prun"), r"error: .*prun.*(prune|available)"),
     Case("amount-above-one", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "prune", "--prune.generator_amount", "1.5"), r"error: .*--prune.generator_amount.*1\.5"),
 ]
+
+
+def rescue_is_finite(ws) -> None:
+    import torch
+
+    rescue = next((ws.dir / "runs").rglob("on_exception.ckpt"))
+    state = torch.load(rescue, map_location="cpu", weights_only=True)
+    tensors = [v for v in state["state_dict"].values() if v.is_floating_point()]
+    tensors += [v for o in state["optimizer_states"] for s in o["state"].values() for v in s.values() if torch.is_tensor(v) and v.is_floating_point()]
+    assert all(torch.isfinite(t).all() for t in tensors), "the rescue checkpoint holds non-finite values"
+
+
+CASES += [
+    Case("diverging-learning-rate", "divergence", "train",
+         lambda ws: tiny(ws, "--checkpoint.monitor", "null", "--metrics.every_n_epochs", "0", "--model.lr_g", "1e7", "--model.lr_d", "1e7"),
+         r"error: .* became non-finite at epoch 0, batch \d+ \(step \d+\); the last finite state .* is saved to .*on_exception\.ckpt: lower --model\.lr_g",
+         check=rescue_is_finite),
+    Case("resume-other-architecture", CATEGORY, "train",
+         lambda ws: tiny(ws, "--model.generator.init_args.width", "8", "--ckpt_path", str(ws.ckpt)),
+         r"error: the checkpoint was saved from a different architecture than the configured model"),
+    Case("evaluate-seeds-not-integers", CATEGORY, "evaluate", lambda ws: ["--ckpt_path", str(ws.ckpt), "--seeds", "a,b"],
+         r"--seeds must be comma-separated integers"),
+    Case("export-unknown-format", CATEGORY, "export", lambda ws: ["--ckpt_path", str(ws.ckpt), "--out", str(ws.path("g.x")), "--format", "tflite"],
+         r"--format: invalid choice: 'tflite'"),
+]

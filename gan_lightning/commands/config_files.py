@@ -1,0 +1,119 @@
+"""Reading the user's YAML config files, or refusing one in a sentence that names the file and line.
+
+jsonargparse reports a broken ``--config`` after a page of usage text, as YAML's own message
+about ``"<unicode string>"`` (the file's name is lost), and lets a key written twice in a
+mapping silently win; a file that is not UTF-8 ends in a traceback. So train.py checks the
+files named by ``--config`` with :func:`check_config_args` before jsonargparse sees them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from gan_lightning.errors import ConfigError
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (YAML keeps the last one)."""
+
+    path = ""
+    flag = "--config"
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(
+                    f"{self.flag} {self.path} sets {key!r} twice in the same section (lines {seen[key]} and {line}); "
+                    "keep one, since YAML would silently use the last"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """YAML's complaint with 1-based line and column numbers, e.g. ``did not find expected ','
+    at line 4, column 6 (while parsing a flow sequence that starts at line 3)``."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return " ".join(str(err).split())
+    mark = err.problem_mark
+    where = f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    if err.context:
+        start = f" that starts at line {err.context_mark.line + 1}" if err.context_mark is not None else ""
+        where += f" ({err.context}{start})"
+    lines = text.splitlines()
+    if mark.line < len(lines) and lines[mark.line][mark.column : mark.column + 1] == "\t":
+        where += "; YAML indents with spaces, not tabs"
+    return where
+
+
+def read_yaml(path: str | Path, flag: str = "--config") -> Any:
+    """The contents of the YAML file at ``path``, or a ConfigError naming ``flag``, the file and,
+    for a syntax error, the line."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; pass a YAML file such as configs/wgan_clip.yaml")
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path} does not exist; pass a YAML file such as configs/wgan_clip.yaml")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{flag} {path} is not a text file (byte {err.object[err.start]:#04x} at offset {err.start} is not UTF-8); pass a YAML file") from err
+    except OSError as err:
+        raise ConfigError(f"{flag} {path} cannot be read ({err.strerror or err}); check its permissions") from err
+    loader = _UniqueKeyLoader(text)
+    loader.path, loader.flag = str(path), flag
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{flag} {path} is not valid YAML: {_yaml_problem(err, text)}") from err
+    finally:
+        loader.dispose()
+
+
+def read_config_file(path: str | Path, flag: str = "--config") -> dict:
+    """A config file's top-level mapping (e.g. ``trainer: {max_epochs: 5}``), or a ConfigError."""
+    config = read_yaml(path, flag)
+    if config is None:
+        raise ConfigError(f"{flag} {path} is empty; a config file holds sections such as 'trainer: {{max_epochs: 5}}'")
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{flag} {path} holds a {type(config).__name__}, not sections; a config file holds sections such as 'trainer: {{max_epochs: 5}}'"
+        )
+    return config
+
+
+def config_args(argv: list[str]) -> list[str]:
+    """The values given to ``--config`` / ``-c`` in ``argv`` (as a file or, for jsonargparse, inline YAML)."""
+    values: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def _inline_yaml(value: str) -> Optional[dict]:
+    # jsonargparse also takes the config itself as the value: --config '{trainer: {max_epochs: 1}}'
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def check_config_args(argv: list[str]) -> None:
+    """Refuse, with one sentence, a ``--config`` file that is missing, a folder, not UTF-8, not
+    valid YAML, empty, not a mapping or with a key written twice."""
+    for value in config_args(argv):
+        if not Path(value).exists() and _inline_yaml(value) is not None:
+            continue
+        read_config_file(value)
