@@ -9,7 +9,7 @@ files named by ``--config`` with :func:`check_config_args` before jsonargparse s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -101,7 +101,7 @@ def config_args(argv: list[str]) -> list[str]:
     return values
 
 
-def _inline_yaml(value: str) -> Optional[dict]:
+def _inline_yaml(value: str) -> dict | None:
     # jsonargparse also takes the config itself as the value: --config '{trainer: {max_epochs: 1}}'
     try:
         parsed = yaml.safe_load(value)

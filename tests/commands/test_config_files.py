@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -89,6 +90,24 @@ def test_a_read_only_output_folder_is_one_sentence(tmp_path, capsys):
         assert capsys.readouterr().err == f"error: {locked / 'runs'} cannot be written or read: permission denied; choose a folder you may write to\n"
     finally:
         locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "code, says",
+    [(errno.EACCES, "cannot be written or read: permission denied"), (errno.EROFS, "is on a read-only file system"), (errno.ENOSPC, "cannot be written: the disk is full")],
+)
+def test_refusals_that_root_cannot_provoke_here_are_sentences_too(code, says):
+    # raised as the file system would, since chmod 555 does not stop root and a full disk is hard to make
+    def write() -> None:
+        try:
+            raise OSError(code, os.strerror(code), "/data/runs/version_0")
+        except OSError as exc:
+            raise RuntimeError("Lightning wrapped it") from exc
+
+    assert path_refusal(RuntimeError("x")) is None
+    with pytest.raises(RuntimeError) as raised:
+        write()
+    assert path_refusal(raised.value).startswith(f"/data/runs/version_0 {says}")
 
 
 def test_an_oserror_without_a_path_is_still_a_bug():

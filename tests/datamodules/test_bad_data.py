@@ -103,7 +103,7 @@ def test_a_batch_written_by_numpy_1_loads(tmp_path):
     data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
     raw = pickle.dumps({b"data": data, b"labels": [7, 3]}, protocol=2)
     old = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
-    assert old != raw or b"numpy.core.multiarray\n" in raw
+    assert b"numpy.core.multiarray\n" in old and b"numpy._core" not in old
     (tmp_path / "data_batch_1").write_bytes(old)
     batch = load_cifar_batch(tmp_path / "data_batch_1")
     np.testing.assert_array_equal(batch[b"data"], data)

@@ -20,8 +20,9 @@ CASES = [
 def rescue_is_finite(ws) -> None:
     import torch
 
-    rescue = next((ws.dir / "runs").rglob("on_exception.ckpt"))
-    state = torch.load(rescue, map_location="cpu", weights_only=True)
+    rescues = list((ws.dir / "runs").rglob("on_exception.ckpt"))
+    assert rescues, "no rescue checkpoint was written"
+    state = torch.load(rescues[0], map_location="cpu", weights_only=True)
     tensors = [v for v in state["state_dict"].values() if v.is_floating_point()]
     tensors += [v for o in state["optimizer_states"] for s in o["state"].values() for v in s.values() if torch.is_tensor(v) and v.is_floating_point()]
     assert all(torch.isfinite(t).all() for t in tensors), "the rescue checkpoint holds non-finite values"

@@ -63,8 +63,8 @@ def main() -> None:
         if case.check is not None:
             try:
                 case.check(ws)
-            except AssertionError as exc:
-                problems.append(str(exc).splitlines()[0] if str(exc) else "check failed")
+            except Exception as exc:  # a check may also fail by finding nothing to check
+                problems.append(str(exc).splitlines()[0] if str(exc) else f"check failed ({type(exc).__name__})")
         rows.append({"id": case.id, "category": case.category, "rc": rc, "line": battery.one_line(output)[:200], "ok": not problems, "problems": problems})
         print(f"{'ok  ' if not problems else 'FAIL'} {case.id:<44} rc={rc:<3} {'; '.join(problems)[:120]}", flush=True)
     print(f"{sum(r['ok'] for r in rows)} of {len(rows)} cases behave")
