@@ -105,6 +105,9 @@ def refuse_replacing(out: Path, ckpt_path: Path) -> None:
     evaluation), never any other file: a checkpoint would be lost."""
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; pass a .json file name")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"--out {out} cannot be created because {blocker} is a file, not a folder; choose another path")
     if not out.exists():
         return
     try:

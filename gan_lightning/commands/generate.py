@@ -49,6 +49,8 @@ def load_generator(source: str | Path, device: torch.device) -> Callable[[torch.
         generator = module.sampling_generator.eval().to(device)
         generator.z_dim = module.z_dim  # a latent cut makes it smaller than the configured one
         return generator
+    if source.is_dir():
+        raise ConfigError(f"--source {source} is a folder; give a train.py checkpoint (.ckpt) or a file written by the export command")
     if not source.is_file():
         raise ConfigError(f"--source {source} does not exist; give a train.py checkpoint (.ckpt) or a file written by the export command")
     return load_runtime(source, device=device)

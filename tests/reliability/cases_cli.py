@@ -41,3 +41,7 @@ CASES += [
     Case("export-unknown-format", CATEGORY, "export", lambda ws: ["--ckpt_path", str(ws.ckpt), "--out", str(ws.path("g.x")), "--format", "tflite"],
          r"--format: invalid choice: 'tflite'"),
 ]
+CASES += [
+    Case("generate-source-is-a-folder", "folder as file", "generate", lambda ws: ["--source", str(ws.ckpt.parent), "--out", str(ws.path("samples"))],
+         r"error: --source .*checkpoints is a folder; give a train\.py checkpoint"),
+]
