@@ -4,6 +4,7 @@ Both do the same work on the same networks, data and batches: one discriminator 
 one generator step per batch with Adam, non-saturating BCE, DCGAN 32x32 on the digits.
 Blocks of batches are interleaved in one process (Lightning, plain, plain, Lightning, ...)
 so that machine noise hits both alike; the median over rounds of the per-round ratio is reported.
+A third side, Lightning with train.py's DivergenceGuard, gives the cost of that check and copy.
 
     python benchmarks/lightning_overhead.py [--rounds 6] [--batches 40] [--out benchmarks/results/lightning_overhead.json]
 """
@@ -21,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from callbacks.divergence import DivergenceGuard
 from datamodules.digits import DigitsDataModule
 from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
@@ -44,13 +46,13 @@ class BatchClock(pl.Callback):
             self.batches = batch_idx - self.warmup + 1
 
 
-def lightning_block(generator, discriminator, data, batches: int, warmup: int) -> float:
+def lightning_block(generator, discriminator, data, batches: int, warmup: int, extra=()) -> float:
     module = GANModule(copy.deepcopy(generator), copy.deepcopy(discriminator), loss="bce")
     clock = BatchClock(warmup)
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=warmup + batches, limit_val_batches=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[clock],
+        callbacks=[clock, *extra],
     )
     trainer.fit(module, train_dataloaders=data.train_dataloader())
     return (clock.end - clock.start) / clock.batches
@@ -103,25 +105,32 @@ def main() -> None:
     generator = DCGANGenerator(z_dim=64, image_size=32, channels=1, width=32)
     discriminator = DCGANDiscriminator(image_size=32, channels=1, width=32)
 
-    times: dict[str, list[float]] = {"lightning": [], "plain": []}
+    # "+guard": train.py's default DivergenceGuard (a finiteness check and a copy of the state every batch)
+    blocks = {
+        "lightning": lightning_block,
+        "plain": plain_block,
+        "lightning+guard": lambda *a: lightning_block(*a, extra=[DivergenceGuard()]),
+    }
+    times: dict[str, list[float]] = {side: [] for side in blocks}
     for r in range(args.rounds):
-        order = ("lightning", "plain") if r % 2 == 0 else ("plain", "lightning")
+        order = list(blocks) if r % 2 == 0 else list(reversed(blocks))
         for side in order:
-            block = lightning_block if side == "lightning" else plain_block
-            times[side].append(block(generator, discriminator, data, args.batches, args.warmup))
+            times[side].append(blocks[side](generator, discriminator, data, args.batches, args.warmup))
 
     med = {k: statistics.median(v) for k, v in times.items()}
     # Each round's two blocks ran back to back, so their ratio cancels slow drifts in machine load.
     ratio = statistics.median(lt / pt for lt, pt in zip(times["lightning"], times["plain"]))
-    print(f"{'loop':<12}{'median ms/batch':>18}{'min':>10}{'max':>10}")
+    print(f"{'loop':<16}{'median ms/batch':>18}{'min':>10}{'max':>10}")
     for side, values in times.items():
-        print(f"{side:<12}{1e3 * med[side]:>18.2f}{1e3 * min(values):>10.2f}{1e3 * max(values):>10.2f}")
+        print(f"{side:<16}{1e3 * med[side]:>18.2f}{1e3 * min(values):>10.2f}{1e3 * max(values):>10.2f}")
+    guard = statistics.median(gt / lt for gt, lt in zip(times["lightning+guard"], times["lightning"]))
     print(f"overhead ratio lightning/plain (median over rounds): {ratio:.3f}  (target <= 1.10)")
+    print(f"divergence guard cost, lightning+guard/lightning (median over rounds): {guard:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "rounds": args.rounds, "batches_per_block": args.batches, "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(), "seconds_per_batch": times, "median_seconds_per_batch": med,
-        "ratio_lightning_over_plain": ratio,
+        "ratio_lightning_over_plain": ratio, "ratio_guard_over_lightning": guard,
     }
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

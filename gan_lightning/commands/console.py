@@ -70,7 +70,8 @@ def path_refusal(exc: BaseException) -> Optional[str]:
 
 def run(command: Callable[[], None], also: tuple[type[BaseException], ...] = ()) -> int:
     """Run ``command``; return 0, or 2 after printing ``error: <sentence>`` for a user error
-    (``also``: further exception types printed the same way, e.g. Lightning's refusals)."""
+    (``also``: further exception types printed the same way, e.g. Lightning's refusals); an
+    error with an ``exit_status`` (a run stopped by a signal: 128 + its number) returns that."""
     try:
         command()
     except Exception as exc:
