@@ -93,7 +93,7 @@ class InterruptCheckpoint(Callback):
         try:
             trainer.save_checkpoint(self.ckpt_path)
         except Exception as exc:  # the original error matters more than this one
-            rank_zero_warn(f"could not write the rescue checkpoint {self.ckpt_path}: {exc}")
+            rank_zero_warn(f"could not write the rescue checkpoint {self.ckpt_path}: {str(exc).splitlines()[0][:200]}")
             return
         rescue = f"{restored or 'the run as it stopped'} is saved to {self.ckpt_path}"
         resume = resume_command(self.argv, self.ckpt_path) if self.argv is not None else f"--ckpt_path {self.ckpt_path}"

@@ -316,6 +316,14 @@ class GANLightningCLI(LightningCLI):
         return trainer
 
 
+def peer_stopped(exc: BaseException) -> bool:
+    """True when ``exc`` is a collective operation failing because another rank exited."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    return (dist.is_available() and isinstance(exc, getattr(dist, "DistError", ()))) or "Connection closed by peer" in text or "remote worker" in text
+
+
 def with_default_subcommand(argv: list[str]) -> list[str]:
     """``train.py [flags]`` means ``train.py fit [flags]``; ``--help`` shows fit's options."""
     if argv and argv[0] in SUBCOMMANDS:
@@ -338,6 +346,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SIGTERMException:  # outside a training batch (e.g. in validation): Lightning would exit 0
         print("error: training stopped by SIGTERM (see above for the checkpoint)", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except RuntimeError as exc:
+        if not peer_stopped(exc):
+            raise
+        # The process that failed has printed its own sentence; a page of collective-library
+        # traceback from every other rank would bury it.
+        print("error: another process of this distributed run stopped (its error is printed above), so this one stopped too", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -62,3 +62,32 @@ def test_bf16_mixed_autocasts_the_step_and_keeps_fp32_master_weights(tmp_path, s
         assert step["params"] == {torch.float32} and step["grads"] == {torch.float32}
     assert not torch.equal(before, module.generator.stem[0].weight)
     assert torch.isfinite(trainer.callback_metrics["val/swd"])
+
+
+def test_a_data_error_on_one_rank_is_its_sentence_not_a_page_of_collective_traceback(tmp_path):
+    """One rank reads a truncated image and stops with its sentence; the other rank's collective
+    then fails, and says so in one line instead of ~100 lines of gloo traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(9):
+        Image.new("L", (12, 12), 25 * i).save(folder / f"ok{i}.png")
+    (folder / "bad.png").write_bytes((folder / "ok1.png").read_bytes()[:40])
+    cmd = [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "tests" / "tiny.yaml"), "--trainer.accelerator", "cpu",
+           "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
+           "--data", "datamodules.ImageFolderDataModule", "--data.root", str(folder), "--data.image_size", "8", "--data.channels", "1",
+           "--data.batch_size", "4", "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("MASTER_PORT", None)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    output = proc.stderr + proc.stdout
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2, output[-3000:]
+    assert errors[0].startswith(f"error: The image file {folder / 'bad.png'} (under --data.root) is unreadable"), errors
+    assert errors[1:] == ["error: another process of this distributed run stopped (its error is printed above), so this one stopped too"]
+    assert "Traceback" not in output
