@@ -16,6 +16,7 @@ import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities import rank_zero_only
@@ -33,7 +34,7 @@ from gan_lightning.class_paths import allow_classes
 from gan_lightning.commands.config_files import check_config_args
 from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import AtomicCheckpointIO, read_checkpoint
-from gan_lightning.core.loggers import describe_run, run_dir, settle_wandb_mode
+from gan_lightning.core.loggers import describe_run, run_dir, settle_wandb_mode, wandb_offline_warning
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import CheckpointError, ConfigError
 from gan_lightning.quality.evaluation import check_metrics_setup
@@ -271,12 +272,38 @@ class GANLightningCLI(LightningCLI):
             problem = self.model.checkpoint_mismatch(self.resume_checkpoint)
             if problem:
                 raise CheckpointError(problem)
+        self._start_wandb_or_go_offline()
 
-    def _configure_wandb(self, cfg: Namespace) -> None:
+    def _start_wandb_or_go_offline(self) -> None:
+        """Start online W&B loggers now rather than in fit(): a server that answered the probe
+        of ``settle_wandb_mode`` may still refuse the run (a wrong key, a server error), and then
+        the run logs offline with one warning line instead of stopping with a traceback."""
+        loggers = list(self.trainer.loggers)
+        for i, (logger, lc) in enumerate(zip(loggers, self._logger_configs(self._run_config))):
+            if not isinstance(logger, WandbLogger) or lc is None or lc.init_args.get("offline"):
+                continue
+            try:
+                _ = logger.experiment  # wandb.init on rank 0; a stand-in elsewhere
+            except Exception as exc:  # wandb raises CommError, UsageError, AuthenticationError, ...
+                reason = f"the W&B server refused the run ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'})"
+                if rank_zero_only.rank == 0:
+                    print(wandb_offline_warning(reason, lc.init_args.get("save_dir")), file=sys.stderr)
+                import wandb
+
+                wandb.teardown()  # wandb keeps the settings of its first init (online) for the process otherwise
+                loggers[i] = WandbLogger(**{**vars(lc.init_args), "offline": True}, **(lc.get("dict_kwargs") or {}))
+        self.trainer.loggers = loggers
+
+    @staticmethod
+    def _logger_configs(cfg: Namespace) -> list[Optional[Namespace]]:
+        """The config of each logger, in the Trainer's order (None for a logger given otherwise)."""
         logger_cfg = cfg.trainer.get("logger")
         configs = logger_cfg if isinstance(logger_cfg, list) else [logger_cfg]
-        for lc in configs:
-            if not isinstance(lc, Namespace) or not str(lc.get("class_path", "")).endswith("WandbLogger"):
+        return [lc if isinstance(lc, Namespace) else None for lc in configs]
+
+    def _configure_wandb(self, cfg: Namespace) -> None:
+        for lc in self._logger_configs(cfg):
+            if lc is None or not str(lc.get("class_path", "")).endswith("WandbLogger"):
                 continue
             args = lc.init_args
             run = describe_run(

@@ -8,6 +8,10 @@ cases behave the same on a machine that has the internet. ``HOME: "."`` and a re
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
+
 from tests.helpers import tiny_run_args
 from tests.reliability.battery import Case, Workspace
 
@@ -35,6 +39,41 @@ def trained_offline(ws: Workspace) -> None:
     assert list(ws.path("wb-runs").glob("wandb/offline-run-*/run-*.wandb")), "no offline W&B run was written"
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+REFUSING_PORT = _free_port()
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A W&B server that answers every request with 401: the probe succeeds, wandb.init fails."""
+
+    def _refuse(self) -> None:
+        self.send_response(401)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = _refuse
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def train_against_a_refusing_server(ws: Workspace) -> list[str]:
+    if not getattr(_Refusing, "started", False):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", REFUSING_PORT), _Refusing)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        _Refusing.started = True
+    import wandb
+
+    wandb.teardown()  # in-process, wandb would keep an earlier case's (offline) settings and never ask the server
+    return train_with_wandb(ws)
+
+
 def nothing_started(ws: Workspace) -> None:
     assert not ws.path("wb-runs").exists(), "the refused run left a run folder"
 
@@ -52,6 +91,9 @@ CASES = [
     Case("wandb-online-no-key", CATEGORY, "train", train_with_wandb,
          ONE_LINE.format(reason=r"WANDB_MODE=online but no API key or `wandb login` was found"), rc=0,
          env={**NO_LOGIN, "WANDB_MODE": "online"}, check=trained_offline),
+    Case("wandb-server-refuses-the-run", CATEGORY, "train", train_against_a_refusing_server,
+         ONE_LINE.format(reason=r"the W&B server refused the run \(\w+: .*\)"), rc=0,
+         env={"WANDB_MODE": "online", "WANDB_API_KEY": KEY, "WANDB_BASE_URL": f"http://127.0.0.1:{REFUSING_PORT}"}, check=trained_offline),
     Case("wandb-mode-typo", CATEGORY, "train", train_with_wandb,
          r"error: WANDB_MODE='onlin' is not a W&B mode; set it to online, offline or disabled, or unset it", rc=2,
          env={"WANDB_MODE": "onlin"}, check=nothing_started),
