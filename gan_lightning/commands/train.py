@@ -272,10 +272,14 @@ class GANLightningCLI(LightningCLI):
             problem = self.model.checkpoint_mismatch(self.resume_checkpoint)
             if problem:
                 raise CheckpointError(problem)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # here, not in after_instantiate_classes: only a CLI that runs may start a W&B run
         self._start_wandb_or_go_offline()
+        super()._run_subcommand(subcommand)
 
     def _start_wandb_or_go_offline(self) -> None:
-        """Start online W&B loggers now rather than in fit(): a server that answered the probe
+        """Start online W&B loggers just before fit() would: a server that answered the probe
         of ``settle_wandb_mode`` may still refuse the run (a wrong key, a server error), and then
         the run logs offline with one warning line instead of stopping with a traceback."""
         loggers = list(self.trainer.loggers)
