@@ -80,7 +80,9 @@ class DivergenceGuard(Callback):
         if not isinstance(exception, NonFiniteLossError) or self._last_finite is None:
             return None
         state = self._last_finite
-        if set(state["module"]) != set(pl_module.state_dict()) or len(state["optimizers"]) != len(trainer.optimizers):
+        current = pl_module.state_dict()
+        same_shapes = state["module"].keys() == current.keys() and all(v.shape == current[k].shape for k, v in state["module"].items())
+        if not same_shapes or len(state["optimizers"]) != len(trainer.optimizers):
             return None  # the architecture changed since (a prune event in this batch): nothing consistent to restore
         pl_module.load_state_dict(state["module"])
         for optimizer, saved in zip(trainer.optimizers, state["optimizers"]):

@@ -89,7 +89,10 @@ class InterruptCheckpoint(Callback):
         restored = None
         for cb in trainer.callbacks:  # e.g. callbacks.divergence: the last finite state
             if callable(restore := getattr(cb, "restore_last_finite", None)):
-                restored = restore(trainer, pl_module, exception) or restored
+                try:
+                    restored = restore(trainer, pl_module, exception) or restored
+                except Exception as exc:  # the original error matters more; save the run as it is
+                    rank_zero_warn(f"could not restore the last finite state: {exc}")
         try:
             trainer.save_checkpoint(self.ckpt_path)
         except Exception as exc:  # the original error matters more than this one

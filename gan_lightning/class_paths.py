@@ -59,11 +59,15 @@ def import_class(class_path: str, source: str) -> type:
     return cls
 
 
+NETWORK_KEYS = ("generator", "discriminator")
+
+
 def class_paths_in(obj: Any) -> Iterator[str]:
-    """Every ``class_path`` value at any depth of a checkpoint's hyper-parameters."""
+    """Every ``class_path`` value at any depth of a checkpoint's hyper-parameters, and the
+    networks given as a bare string (jsonargparse also accepts ``generator: pkg.Class``)."""
     if isinstance(obj, dict):
         for key, value in obj.items():
-            if key == "class_path":
+            if key == "class_path" or (key in NETWORK_KEYS and isinstance(value, str)):
                 yield value
             else:
                 yield from class_paths_in(value)

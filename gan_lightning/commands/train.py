@@ -212,8 +212,10 @@ class GANLightningCLI(LightningCLI):
         checkpoint = self.resume_checkpoint
         saved_state = checkpoint.get("callbacks", {})
         recorded = checkpoint.get(PlugInRecord.KEY)
-        had = set(recorded) if recorded is not None else {n for n, c in CALLBACKS.items() if c.__qualname__ in saved_state}
-        dropped = sorted(had - set(self.callback_names))
+        had = set(recorded) if recorded is not None else set()
+        stateful = {n for n, c in CALLBACKS.items() if c.__qualname__ in saved_state}  # a monitor like grad_norm may go
+        had |= stateful
+        dropped = sorted(stateful - set(self.callback_names))
         if dropped:
             raise ConfigError(
                 f"--ckpt_path {cfg.ckpt_path} was trained with --callbacks {','.join(sorted(had))}, and resuming without"
@@ -234,8 +236,9 @@ class GANLightningCLI(LightningCLI):
 
     def _refuse_replacing_checkpoints(self, cfg: Namespace) -> None:
         """ModelCheckpoint writes last.ckpt and prunes best-*.ckpt in its folder without asking:
-        another run's folder, or a newer checkpoint of the run being resumed, would be lost."""
-        if not cfg.checkpoint.get("dirpath"):
+        another run's folder, or a newer checkpoint of the run being resumed, would be lost.
+        Only fit writes checkpoints."""
+        if self.subcommand != "fit" or not cfg.checkpoint.get("dirpath"):
             return  # Lightning's default is a new version folder per run
         folder = Path(cfg.checkpoint.dirpath)
         existing = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []

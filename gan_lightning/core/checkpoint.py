@@ -57,9 +57,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     and a failed write is one sentence ("disk full") instead of an OSError traceback."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        path = Path(path)
-        if "://" in str(path):  # remote storage keeps fsspec's own transaction
+        if "://" in str(path):  # remote storage (s3://...) keeps fsspec's own transaction; Path() would mangle it
             return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,10 @@ def no_code_ran(ws: Workspace) -> None:
     assert not ws.path("PWNED").exists(), "the crafted class path ran"
 
 
-def crafted_checkpoint(ws: Workspace, network: str = "generator") -> str:
+def crafted_checkpoint(ws: Workspace, network: str = "generator", bare: bool = False) -> str:
+    """``bare``: the network as a plain class-path string, a form jsonargparse also accepts."""
     checkpoint = torch.load(ws.ckpt, map_location="cpu", weights_only=True)
-    checkpoint["hyper_parameters"][network] = payload(ws)
+    checkpoint["hyper_parameters"][network] = "subprocess.run" if bare else payload(ws)
     torch.save(checkpoint, ws.ckpt)
     return str(ws.ckpt)
 
@@ -57,6 +58,8 @@ CASES = [
     Case("code-ckpt-export", CATEGORY, "export", lambda ws: ["--ckpt_path", crafted_checkpoint(ws), "--out", str(ws.path("g.pt"))], REFUSED, check=no_code_ran),
     Case("code-ckpt-export-onnx-discriminator", CATEGORY, "export",
          lambda ws: ["--ckpt_path", crafted_checkpoint(ws, "discriminator"), "--out", str(ws.path("g.onnx")), "--format", "onnx"], REFUSED, check=no_code_ran),
+    Case("code-ckpt-bare-string-generate", CATEGORY, "generate",
+         lambda ws: ["--source", crafted_checkpoint(ws, bare=True), "--out", str(ws.path("samples"))], REFUSED, check=no_code_ran),
     Case("code-ckpt-evaluate", CATEGORY, "evaluate", lambda ws: ["--ckpt_path", crafted_checkpoint(ws), "--features", "none", "--seeds", "0"], REFUSED, check=no_code_ran),
     Case("code-ckpt-generate", CATEGORY, "generate", lambda ws: ["--source", crafted_checkpoint(ws), "--out", str(ws.path("samples"))], REFUSED, check=no_code_ran),
     Case("code-export-generate", CATEGORY, "generate", lambda ws: ["--source", crafted_export(ws), "--out", str(ws.path("samples"))], REFUSED, check=no_code_ran),
