@@ -64,7 +64,7 @@ from gan_lightning.compress.pruning import (
 from gan_lightning.compress.schedules import make_schedule
 from gan_lightning.compress.selection import Ranking, units_to_keep, unstructured_masks
 from gan_lightning.compress.surgery import WEIGHTED, out_dim, trace
-from gan_lightning.core.hooks import architecture_changed
+from gan_lightning.core.hooks import architecture_changed, synthetic_samples, synthetic_sources
 from gan_lightning.core.lightning_private import logging_step, refresh_training_state
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import ConfigError
@@ -111,8 +111,9 @@ class Prune(CompressionCallback):
         frequency: gradual: batches between events.
         tolerance: dynamic: allowed relative worsening of the metric (0.1 = 10%).
         retrain: ``connectivity``, ``weight`` or ``network`` (see the module docs).
-        calibration_source: where importance criteria that need data get real samples from
-            (``real``: a seeded subset of the training split).
+        calibration_source: where importance criteria that need data get their samples:
+            ``real`` (a seeded subset of the training split) or ``vae`` (samples of the ``vae``
+            callback's VAE, for when the real data cannot be used; needs ``--callbacks vae``).
         calibration_samples: samples used to score weights (gradient/taylor/fisher/obd).
         calibration_batch_size: samples per scoring batch.
         metric: quality measured before and after every event: ``auto`` (FID when the run
@@ -158,7 +159,7 @@ class Prune(CompressionCallback):
         frequency: int = 10,
         tolerance: float = 0.1,
         retrain: Literal["connectivity", "weight", "network"] = "connectivity",
-        calibration_source: Literal["real"] = "real",
+        calibration_source: Literal["real", "vae"] = "real",
         calibration_samples: int = 128,
         calibration_batch_size: int = 64,
         metric: QualityMetric = "auto",
@@ -201,6 +202,8 @@ class Prune(CompressionCallback):
         self.rewind_epoch = rewind_epoch
         self.tolerance = tolerance
         self.retrain = retrain
+        if calibration_source not in ("real", "vae"):
+            raise ConfigError(f"--prune.calibration_source must be real or vae, got {calibration_source!r}")
         self.calibration_source = calibration_source
         self.calibration_samples = calibration_samples
         self.calibration_batch_size = calibration_batch_size
@@ -242,7 +245,17 @@ class Prune(CompressionCallback):
                 )
             if self.rewind_epoch is not None and not 0 <= self.rewind_epoch < self.plan.events(max_epochs)[0]:
                 raise ConfigError(f"--prune.rewind_epoch must be >= 0 and before the first round (epoch {self.plan.events(max_epochs)[0]}), got {self.rewind_epoch}")
-        if self.importance.needs_data and is_gan(module) and not hasattr(datamodule, "train_set"):
+        if self.calibration_source == "vae":
+            if not self.importance.needs_data:
+                raise ConfigError(
+                    f"--prune.calibration_source vae changes nothing for --prune.criterion {self.criterion}, which scores weights"
+                    " without samples: use a criterion that needs them (gradient, taylor, obd, fisher) or leave the source real"
+                )
+            if not is_gan(module):
+                refuse_gan_only(module, {"--prune.calibration_source vae": True})
+            if not synthetic_sources(trainer):
+                raise ConfigError("--prune.calibration_source vae draws calibration samples from the VAE: add it with --callbacks vae")
+        elif self.importance.needs_data and is_gan(module) and not hasattr(datamodule, "train_set"):
             raise ConfigError(f"--prune.criterion {self.criterion} scores weights on real samples: it needs a gan-lightning datamodule (--data)")
 
     def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
@@ -402,6 +415,9 @@ class Prune(CompressionCallback):
     def _calibration_batches(self, trainer: Trainer, module, event: int) -> list[Any]:
         if not is_gan(module):
             return calibration_batches(trainer, self.calibration_samples, self.calibration_batch_size, self.seed + event)
+        if self.calibration_source == "vae":
+            samples = synthetic_samples(trainer, module, self.calibration_samples, seed=self.seed + event)
+            return list(samples.split(self.calibration_batch_size))
         data = trainer.datamodule
         gen = torch.Generator().manual_seed(self.seed + event)
         index = torch.randperm(len(data.train_set), generator=gen)[: self.calibration_samples].tolist()

@@ -9,10 +9,12 @@ Order inside one training batch::
 
     real = transform_real_batch(real)                     # chained through all callbacks
     repeat n_critic times:
-        discriminator step
+        fake = transform_fake_batch(G(z))                 # no graph to G in the D step
+        discriminator step on D(augment_discriminator_input(real)), D(augment_discriminator_input(fake))
         on_discriminator_step_end()
     fake = G(z)
-    g_loss = prod(adversarial_weight()) * adversarial + sum(generator_loss_terms(z, fake).values())
+    g_loss = prod(adversarial_weight()) * adversarial(D(augment_discriminator_input(fake)))
+             + sum(generator_loss_terms(z, fake).values())
     generator step
     on_generator_step_end()
     EMA update (if on), from the generator as the hooks left it
@@ -25,6 +27,10 @@ wrapper) over the new parameters. That one hook also runs for the networks of an
 LightningModule, whose training loop knows none of the GAN hooks above. Modules that train
 with the generator but are not part of it (distillation adapters) live in
 ``GANModule.auxiliary``, which the generator's optimizer includes.
+
+A callback that can make training-like samples (the VAE) answers ``synthetic_samples``; others
+that need samples without touching the real data (pruning's ``calibration_source vae``) ask
+for them through :func:`synthetic_samples`, so no callback imports another.
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ if TYPE_CHECKING:
     from gan_lightning.core.module import GANModule
 
 HOOK_NAMES = (
-    "transform_real_batch", "on_discriminator_step_end", "adversarial_weight", "generator_loss_terms", "on_generator_step_end",
-    "on_architecture_changed", "restore_auxiliary",
+    "transform_real_batch", "transform_fake_batch", "augment_discriminator_input", "on_discriminator_step_end", "adversarial_weight", "generator_loss_terms", "on_generator_step_end",
+    "on_architecture_changed", "restore_auxiliary", "synthetic_samples",
 )
 
 
@@ -52,6 +58,22 @@ class GANCallback(Callback):
     def transform_real_batch(self, trainer: Trainer, module: "GANModule", real: torch.Tensor) -> torch.Tensor:
         """Return the real batch the discriminator sees (e.g. mixed with synthetic samples)."""
         return real
+
+    def transform_fake_batch(self, trainer: Trainer, module: "GANModule", fake: torch.Tensor) -> torch.Tensor:
+        """Return the fakes the discriminator sees in its own step (made without a graph to the
+        generator), e.g. with VAE samples appended as extra fakes. The G step's fakes are G's."""
+        return fake
+
+    def augment_discriminator_input(self, trainer: Trainer, module: "GANModule", samples: torch.Tensor) -> torch.Tensor:
+        """Return what the discriminator is shown instead of ``samples``: called on every batch
+        it judges, real and fake, in the D step and in the G step (DiffAugment); must be
+        differentiable, since the generator's gradient flows back through it."""
+        return samples
+
+    def synthetic_samples(self, trainer: Trainer, module: "GANModule", n: int, seed: int) -> Optional[torch.Tensor]:
+        """``n`` training-like samples on the module's device, the same for the same seed, or None
+        when this callback makes none (the VAE makes some)."""
+        return None
 
     def on_discriminator_step_end(self, trainer: Trainer, module: "GANModule") -> None:
         """Called after every discriminator optimizer step (e.g. weight clipping, mask re-application)."""
@@ -88,6 +110,20 @@ class GANCallback(Callback):
 def callbacks_with_hook(trainer: Trainer, name: str) -> list[Any]:
     """The callbacks that implement hook ``name``, in trainer order."""
     return [cb for cb in trainer.callbacks if callable(getattr(cb, name, None))]
+
+
+def synthetic_sources(trainer: Trainer) -> list[Any]:
+    """The callbacks that make synthetic samples: those that override ``GANCallback.synthetic_samples``."""
+    return [cb for cb in callbacks_with_hook(trainer, "synthetic_samples") if getattr(type(cb), "synthetic_samples", None) is not GANCallback.synthetic_samples]
+
+
+def synthetic_samples(trainer: Trainer, module, n: int, seed: int) -> Optional[torch.Tensor]:
+    """``n`` samples from the first callback that makes them (see ``GANCallback.synthetic_samples``), or None."""
+    for cb in callbacks_with_hook(trainer, "synthetic_samples"):
+        samples = cb.synthetic_samples(trainer, module, n, seed)
+        if samples is not None:
+            return samples
+    return None
 
 
 def architecture_changed(trainer: Trainer, module, network: str, previous: Optional[nn.Module] = None, rebuild_optimizers: bool = True) -> None:

@@ -71,7 +71,10 @@ def get_loss(name: str) -> AdversarialLoss:
 
 def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al.): (||grad D(x_hat)|| - 1)^2 on random interpolates."""
-    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    # Synthetic samples appended to the real or the fake batch make the two sizes differ: pair what both have.
+    n = min(len(real), len(fake))
+    real, fake = real[:n], fake[:n]
+    alpha = torch.rand(n, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(discriminator(x_hat).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()

@@ -199,7 +199,7 @@ class GANModule(pl.LightningModule):
         self.toggle_optimizer(opt_g)
         z = self.sample_z(n)
         fake = self.generator(z)
-        g_adv = self.adversarial.generator(self.discriminator(fake))
+        g_adv = self.adversarial.generator(self.discriminator(self._augmented(fake)))
         adv_weight = 1.0
         for cb in callbacks_with_hook(self.trainer, "adversarial_weight"):
             adv_weight *= float(cb.adversarial_weight(self.trainer, self))
@@ -228,6 +228,9 @@ class GANModule(pl.LightningModule):
     def _discriminator_step(self, opt_d, real: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             fake = self.generator(self.sample_z(real.shape[0]))
+        for cb in callbacks_with_hook(self.trainer, "transform_fake_batch"):
+            fake = cb.transform_fake_batch(self.trainer, self, fake)
+        real, fake = self._augmented(real), self._augmented(fake)
         self.toggle_optimizer(opt_d)
         d_real, d_fake = self.discriminator(real), self.discriminator(fake)
         d_adv = self.adversarial.discriminator(d_real, d_fake)
@@ -249,6 +252,12 @@ class GANModule(pl.LightningModule):
         if self.hparams.gp_weight > 0 or self.hparams.r1_weight > 0:  # else d_adv is d_loss
             logs["train/d_adv"] = d_adv.detach()
         return {**logs, "train/d_loss": d_loss.detach()}
+
+    def _augmented(self, samples: torch.Tensor) -> torch.Tensor:
+        """What the discriminator is shown for ``samples`` (see ``augment_discriminator_input``)."""
+        for cb in callbacks_with_hook(self.trainer, "augment_discriminator_input"):
+            samples = cb.augment_discriminator_input(self.trainer, self, samples)
+        return samples
 
     def _refuse_non_finite(self, name: str, loss: torch.Tensor) -> None:
         # Checked before backward so that no update is made from it; reduced across ranks so
