@@ -31,7 +31,7 @@ def find_images(root: Path) -> list[Path]:
 
 
 def label_images(root: Path, paths: list[Path]) -> tuple[list[int], list[str]]:
-    """Label each image by the index of its first-level subfolder (sorted names).
+    """Label each image by the index of its first-level subfolder among all of them (sorted names).
 
     With any image lying directly in ``root`` the folder is treated as unlabelled (all 0).
     """
@@ -42,7 +42,9 @@ def label_images(root: Path, paths: list[Path]) -> tuple[list[int], list[str]]:
                 f"{root} holds images both directly and in subfolders, so the subfolders are not used as labels."
             )
         return [0] * len(paths), []
-    classes = sorted(set(tops))
+    # Every first-level subfolder is a class, empty ones included (as torchvision's ImageFolder
+    # does): a synthetic dataset with no sample of one class keeps the other labels in place.
+    classes = sorted({*tops, *(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))})
     index = {name: i for i, name in enumerate(classes)}
     return [index[t] for t in tops], classes
 

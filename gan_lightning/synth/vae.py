@@ -240,6 +240,15 @@ def save_vae(vae: VAE, path: Path, record: dict) -> None:
     tmp.replace(path)
 
 
+def is_vae_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file written by :func:`save_vae` (and not, say, an exported generator)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file, or one that plain weights loading cannot read (TorchScript)
+        return False
+    return isinstance(saved, dict) and "gan_lightning_vae" in saved
+
+
 def load_vae(path: str | Path, flag: str = "--vae.ckpt") -> tuple[VAE, dict]:
     """A VAE written by :func:`save_vae` (or the vae callback's cache), and its record."""
     path = Path(path)
