@@ -22,13 +22,14 @@ ROOMS = {
     "gan_lightning.compress": (("gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "torch_fidelity", "jsonargparse")),
     "gan_lightning.quality": (("gan_lightning.quality", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse")),
     "gan_lightning.distill": (("gan_lightning.distill", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse")),
+    "gan_lightning.synth": (("gan_lightning.synth", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse", "torch_fidelity")),
     "gan_lightning.deploy": (("gan_lightning.deploy", "gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "jsonargparse", "torch_fidelity")),
     "gan_lightning.core": (("gan_lightning.core", "gan_lightning.compress", "gan_lightning.quality", *LEAVES), ()),
-    "callbacks": (("callbacks", "gan_lightning.core", "gan_lightning.compress", "gan_lightning.quality", "gan_lightning.distill", *LEAVES), ()),
+    "callbacks": (("callbacks", "gan_lightning.core", "gan_lightning.compress", "gan_lightning.quality", "gan_lightning.distill", "gan_lightning.synth", *LEAVES), ()),
     "gan_lightning.commands": (OURS, ()),
     "datamodules": (("datamodules", *LEAVES), ()),
 }
-PLUG_INS = ("callbacks.clip", "callbacks.distill", "callbacks.grad_norm", "callbacks.lowrank", "callbacks.prune")
+PLUG_INS = ("callbacks.clip", "callbacks.diffaug", "callbacks.distill", "callbacks.grad_norm", "callbacks.lowrank", "callbacks.prune", "callbacks.vae")
 
 
 def module_name(path: Path) -> str:
@@ -94,14 +95,9 @@ HEAVY = ("pytorch_lightning", "lightning", "wandb", "callbacks", "datamodules", 
 LOADED = "sorted({m.split('.')[0] for m in sys.modules} & set(%r))" % (HEAVY,)
 
 
-def test_importing_the_compression_math_does_not_import_lightning_or_wandb():
-    modules = [module_name(p) for p in SOURCES if module_name(p).startswith("gan_lightning.compress")]
-    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + f"print({LOADED})"
-    assert run_python(code).strip() == "[]"
-
-
-def test_importing_the_quality_package_does_not_import_lightning_or_wandb():
-    modules = [module_name(p) for p in SOURCES if module_name(p).startswith("gan_lightning.quality")]
+@pytest.mark.parametrize("package", ["gan_lightning.compress", "gan_lightning.quality", "gan_lightning.synth"])
+def test_importing_the_pure_torch_packages_does_not_import_lightning_or_wandb(package):
+    modules = [module_name(p) for p in SOURCES if module_name(p).startswith(package)]
     code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + f"print({LOADED})"
     assert run_python(code).strip() == "[]"
 
