@@ -30,6 +30,8 @@ class RankDump(Callback):
                 "world_size": trainer.world_size,
                 "global_step": trainer.global_step,
                 "val_fid": float(trainer.callback_metrics["val/fid"]),
+                # the vae plug-in's VAE, when it is on: every rank must hold the same one
+                "vae": {k: v.cpu() for cb in trainer.callbacks if getattr(cb, "vae", None) is not None for k, v in cb.vae.state_dict().items()},
             },
             self.out_dir / f"rank{trainer.global_rank}.pt",
         )

@@ -10,14 +10,15 @@ from tests.helpers import REPO, make_trainer, tiny_digits, tiny_module, train_py
 
 def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
     """What a user types: `--trainer.strategy ddp --trainer.devices 2` through train.py (the
-    launcher re-executes the script), with the generator step's unused D parameters."""
+    launcher re-executes the script), with the generator step's unused D parameters and the
+    vae plug-in (its VAE trained on rank 0 and broadcast)."""
     dump = tmp_path / "ranks"
     cmd = [
         "--config", str(REPO / "tests" / "tiny.yaml"),
         "--trainer.max_epochs", "2",
         # the harder step: several critic steps, an R1 penalty (double backward) and a GAN-hook callback
         "--model.n_critic", "2", "--model.r1_weight", "1.0", "--model.discriminator.init_args.norm", "none",
-        "--callbacks", "grad_norm",
+        "--callbacks", "grad_norm,vae", "--vae.epochs", "1", "--vae.width", "4", "--vae.latent_dim", "4",
         "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
         "--trainer.callbacks+=tests.probes.RankDump", "--trainer.callbacks.out_dir", str(dump),
     ]
@@ -26,6 +27,8 @@ def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
     assert r0["first_batch"] != r1["first_batch"]  # each rank trained on its own shard...
     assert r0["global_step"] == r1["global_step"] == 2 * 3 * (2 + 1)
     assert r0["val_fid"] == r1["val_fid"] > 0  # computed on rank 0, broadcast, no deadlock
+    assert r0["vae"] and r0["vae"].keys() == r1["vae"].keys()  # trained on rank 0, broadcast
+    assert all(torch.equal(v, r1["vae"][k]) for k, v in r0["vae"].items())
     for name, p in r0["params"].items():  # ...yet gradient sync kept the weights identical
         assert torch.equal(p, r1["params"][name]), name
     init = tiny_module(r1_weight=1.0).state_dict()
