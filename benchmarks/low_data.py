@@ -35,7 +35,7 @@ Two more tables:
   The generator's importance is its adversarial loss on latents, which no real sample enters,
   so only the discriminator's decision can move.
 
-    python benchmarks/low_data.py [--fractions 0.1,0.25] [--epochs 40] [--seeds 0,1,2]
+    python benchmarks/low_data.py [--fractions 0.1,0.25] [--epochs 60] [--seeds 0,1,2]
         [--num_fake 2000] [--vae_epochs 30] [--out benchmarks/results/low_data.json]
 
     # a smoke run (a minute): one fraction, one seed, 2 epochs
@@ -188,7 +188,7 @@ def print_rows(title: str, rows: dict[str, dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fractions", default="0.1,0.25")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--num_fake", type=int, default=2000)
     parser.add_argument("--vae_epochs", type=int, default=30)

@@ -147,7 +147,10 @@ class VAEAugmentation(GANCallback):
             vae, record = load_vae(self.ckpt)
             self.check_shape(vae, tuple(data.sample_shape), f"--vae.ckpt {self.ckpt}")
             self.vae, self.source = vae, {"from": "file", "path": str(self.ckpt), "key": record.get("key")}
-        self.schedule_fn = fraction_schedule(self.schedule, self.fraction, self.end_epoch or trainer.max_epochs)
+        end = self.end_epoch or trainer.max_epochs
+        if self.schedule != "constant" and not (end and end > 0):
+            raise ConfigError(f"--vae.schedule {self.schedule} decays to 0 by an epoch: set --vae.end_epoch (or --trainer.max_epochs)")
+        self.schedule_fn = fraction_schedule(self.schedule, self.fraction, end)
 
     @staticmethod
     def check_shape(vae: VAE, sample_shape: tuple[int, ...], name: str) -> None:
