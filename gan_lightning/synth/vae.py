@@ -82,6 +82,11 @@ class VAE(nn.Module):
             raise ValueError("a conditional VAE needs labels")
         return F.one_hot(labels.long().to(device), self.num_classes).float()
 
+    @staticmethod
+    def _joined(x: torch.Tensor, onehot: Optional[torch.Tensor]) -> torch.Tensor:
+        """``x`` with the one-hot label appended (conditional VAEs), else ``x``."""
+        return x if onehot is None else torch.cat([x, onehot], 1)
+
     def encode(self, x: torch.Tensor, onehot: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -138,15 +143,10 @@ class ConvVAE(VAE):
         )
 
     def encode(self, x, onehot):
-        features = self.encoder(x)
-        if onehot is not None:
-            features = torch.cat([features, onehot], 1)
-        return self.to_latent(features).chunk(2, dim=1)
+        return self.to_latent(self._joined(self.encoder(x), onehot)).chunk(2, dim=1)
 
     def decode(self, z, onehot):
-        if onehot is not None:
-            z = torch.cat([z, onehot], 1)
-        x = self.decoder(self.from_latent(z).view(len(z), 2 * self.width, *self.grid))
+        x = self.decoder(self.from_latent(self._joined(z, onehot)).view(len(z), 2 * self.width, *self.grid))
         if tuple(x.shape[-2:]) != self.sample_shape[1:]:
             x = F.interpolate(x, size=self.sample_shape[1:], mode="bilinear", align_corners=False)
         return torch.tanh(x)
@@ -162,15 +162,10 @@ class MLPVAE(VAE):
         self.decoder = nn.Sequential(nn.Linear(latent_dim + num_classes, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, d))
 
     def encode(self, x, onehot):
-        x = x.flatten(1)
-        if onehot is not None:
-            x = torch.cat([x, onehot], 1)
-        return self.encoder(x).chunk(2, dim=1)
+        return self.encoder(self._joined(x.flatten(1), onehot)).chunk(2, dim=1)
 
     def decode(self, z, onehot):
-        if onehot is not None:
-            z = torch.cat([z, onehot], 1)
-        return self.decoder(z).view(len(z), *self.sample_shape)
+        return self.decoder(self._joined(z, onehot)).view(len(z), *self.sample_shape)
 
 
 def make_vae(sample_shape: tuple[int, ...], latent_dim: int, width: int, num_classes: int = 0) -> VAE:
