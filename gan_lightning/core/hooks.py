@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from gan_lightning.core.module import GANModule
 
 HOOK_NAMES = (
-    "transform_real_batch", "transform_fake_batch", "augment_discriminator_input", "on_discriminator_step_end", "adversarial_weight", "generator_loss_terms", "on_generator_step_end",
+    "transform_real_batch", "transform_fake_batch", "augment_discriminator_input", "on_discriminator_step_end",
+    "adversarial_weight", "generator_loss_terms", "on_generator_step_end",
     "on_architecture_changed", "restore_auxiliary", "synthetic_samples",
 )
 
