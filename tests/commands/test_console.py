@@ -34,7 +34,7 @@ def test_other_errors_keep_their_traceback_unless_named(capsys):
 
 def test_every_console_script_names_a_command_main():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"gan-lightning-train", "gan-lightning-evaluate", "gan-lightning-export", "gan-lightning-generate"}
+    assert set(scripts) == {"gan-lightning-train", "gan-lightning-evaluate", "gan-lightning-export", "gan-lightning-generate", "gan-lightning-synthesize"}
     for target in scripts.values():
         module, _, func = target.partition(":")
         assert module.startswith("gan_lightning.commands.") and callable(getattr(import_module(module), func))
