@@ -132,7 +132,6 @@ class VAEAugmentation(GANCallback):
         self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_VAE_CACHE_DIR
         self.vae: Optional[VAE] = None
         self.source: dict[str, Any] = {}  # where the VAE came from: logged, and kept in checkpoints
-        self.current_fraction = 0.0
 
     # ------------------------------------------------------------------ the VAE
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
@@ -198,9 +197,9 @@ class VAEAugmentation(GANCallback):
         return self.schedule_fn(trainer.current_epoch + within)
 
     def _mixed(self, trainer: Trainer, module, batch: torch.Tensor) -> torch.Tensor:
-        self.current_fraction = self._fraction_now(trainer)
-        module.log("train/synthetic_fraction", self.current_fraction, on_step=True, on_epoch=False, batch_size=len(batch))
-        k = synthetic_count(self.mode, self.current_fraction, len(batch))
+        fraction = self._fraction_now(trainer)
+        module.log("train/synthetic_fraction", fraction, on_step=True, on_epoch=False, batch_size=len(batch))
+        k = synthetic_count(self.mode, fraction, len(batch))
         if k == 0:
             return batch
         synthetic = self.vae.sample(k).to(batch.device, batch.dtype)
