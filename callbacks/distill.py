@@ -42,7 +42,7 @@ from callbacks.any_module import LossTerms, check_networks, is_gan, refuse_gan_o
 from callbacks.registry import register
 from callbacks.state import StateContract
 from gan_lightning.class_paths import check_class_path, class_paths_in
-from gan_lightning.compress.profiling import batchnorm_momentum, evaluating
+from gan_lightning.compress.profiling import batchnorm_momentum, evaluating, parameter_device
 from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.storage import build_generator, spec_from_hparams
 from gan_lightning.compress.surgery import INPUT_KEY
@@ -194,7 +194,7 @@ class Distill(StateContract, GANCallback):
             raise ConfigError(f"{where}: the teacher takes {teacher_z} latent dimensions, fewer than the student's {int(index.max()) + 1}: distil from a generator of the same --model.z_dim")
         with torch.no_grad(), evaluating(teacher, module.generator):
             made = tuple(teacher(torch.zeros(2, teacher_z)).shape[1:])
-            wanted = tuple(module.generator(torch.zeros(2, module.z_dim, device=module.device)).shape[1:])
+            wanted = tuple(module.generator(torch.zeros(2, module.z_dim, device=parameter_device(module.generator))).shape[1:])
         if made != wanted:
             raise ConfigError(f"{where}: the teacher makes samples of shape {made} but the student makes {wanted}: use a teacher trained on the same data")
 

@@ -19,6 +19,13 @@ from torch import nn
 COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
+def parameter_device(net: nn.Module) -> torch.device:
+    """Where ``net``'s weights are (the CPU for a network without any). Probes made while
+    Lightning sets up must go there: ``LightningModule.device`` already names the target device
+    (cuda) while the weights are still on the CPU."""
+    return next(net.parameters(), torch.empty(0)).device
+
+
 @contextmanager
 def evaluating(*networks: nn.Module) -> Iterator[None]:
     """Eval mode inside (BatchNorm statistics neither used from the batch nor updated), every

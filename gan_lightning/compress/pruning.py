@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from gan_lightning.compress.profiling import batchnorm_momentum, batchnorms, evaluating
+from gan_lightning.compress.profiling import batchnorm_momentum, batchnorms, evaluating, parameter_device
 from gan_lightning.compress.surgery import INPUT_KEY, ChannelGroup, compose_keep, out_dim, remove_inputs, remove_units, trace
 from gan_lightning.errors import ConfigError
 
@@ -49,7 +49,7 @@ def example_input(module, network: str) -> torch.Tensor:
     (Lightning's own attribute for an example of the module's input)."""
     if network not in GAN_NETWORKS:
         return captured_input(module, network)
-    z = torch.zeros(2, module.z_dim, device=module.device)
+    z = torch.zeros(2, module.z_dim, device=parameter_device(module.generator))  # also in setup, before the move to the device
     if network == "generator":
         return z
     with evaluating(module.generator), torch.no_grad():

@@ -12,7 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from gan_lightning.class_paths import check_class_path, class_paths_in
-from gan_lightning.compress.profiling import evaluating
+from gan_lightning.compress.profiling import evaluating, parameter_device
 from gan_lightning.compress.pruning import example_input, networks_of
 from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.surgery import INPUT_KEY
@@ -149,12 +149,13 @@ class GANModule(pl.LightningModule):
         # eval(): a probe must not move BatchNorm's running statistics
         modes = (self.generator.training, self.discriminator.training)
         self.generator.eval(), self.discriminator.eval()
+        device = parameter_device(self.generator)  # in setup, self.device is already the target device
         try:
-            produced = tuple(self.generator(torch.zeros(2, self.z_dim, device=self.device)).shape[1:])
+            produced = tuple(self.generator(torch.zeros(2, self.z_dim, device=device)).shape[1:])
             if produced != expected:
                 raise ConfigError(f"the generator makes samples of shape {produced} but the data has {expected}: {hint}")
             try:
-                judged = tuple(self.discriminator(torch.zeros(2, *expected, device=self.device)).shape)
+                judged = tuple(self.discriminator(torch.zeros(2, *expected, device=device)).shape)
             except RuntimeError as exc:
                 raise ConfigError(f"the discriminator cannot take samples of shape {expected} ({exc}): {hint}") from exc
             if judged != (2,):
