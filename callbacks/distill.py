@@ -5,7 +5,10 @@ just before a compression callback (prune, lowrank) first changed the generator'
 the ``on_architecture_changed`` GAN hook hands it over, so this callback imports no other
 callback. ``--distill.teacher_ckpt PATH`` takes the teacher from a train.py checkpoint
 instead; the student is then whatever generator the run trains (a compressed one, or a
-smaller ``--model.generator`` trained from the teacher alone).
+smaller ``--model.generator``). ``--distill.student`` names a new, smaller generator by class
+path: at ``--distill.student_epoch`` it replaces the run's generator (recorded in the
+checkpoint, so resume, evaluate and export build it) and learns from the teacher, which is
+``teacher_ckpt``'s generator or the run's own generator as it was at that moment.
 
 Loss terms, each with its weight, added to the generator's loss through
 ``generator_loss_terms`` and logged as ``train/g_term/distill_*``: output reconstruction on
@@ -42,12 +45,14 @@ from callbacks.any_module import LossTerms, check_networks, is_gan, refuse_gan_o
 from callbacks.registry import register
 from callbacks.state import StateContract
 from gan_lightning.class_paths import check_class_path, class_paths_in
-from gan_lightning.compress.profiling import batchnorm_momentum, evaluating, parameter_device
+from gan_lightning.compress.profiling import batchnorm_momentum, evaluating, network_cost, parameter_device
+from gan_lightning.compress.schedules import event_epoch
 from gan_lightning.compress.replay import replay_edits
 from gan_lightning.compress.storage import build_generator, spec_from_hparams
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.hooks import GANCallback
+from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.module import GANModule
 from gan_lightning.distill.losses import OutputLoss, adapter, adapter_key, alignment_loss, feature_loss, output_loss, perceptual_loss
 from gan_lightning.distill.taps import FeatureTaps, TrainingCalls, check_layers, default_feature_layers
@@ -82,7 +87,16 @@ class Distill(StateContract, GANCallback):
             teacher samples (>= 0).
         perceptual_layers: discriminator module paths for the perceptual term; default: its
             hidden activations.
-        gan_weight: factor on the adversarial term while distilling (0 turns it off).
+        gan_weight: factor on the adversarial term while distilling (0 turns it off: the student
+            learns from the teacher alone, which a student trained from scratch needs early on).
+        student: a new generator that replaces the run's and is trained from the teacher, as
+            ``{class_path: ..., init_args: {...}}``; the class path defaults to the run's
+            generator's and the init args are merged over the run's, so ``{init_args: {width: 8}}``
+            is a narrower copy of the configured generator. Not with a compression callback on
+            the generator (that one makes the student).
+        student_epoch: the epoch at whose start the student replaces the generator; default 0
+            with ``teacher_ckpt``, else half of ``--trainer.max_epochs`` (the run's own
+            generator trains first and becomes the teacher).
         network: on a LightningModule that is not a GANModule (and only there), the attribute of
             the network to distil, e.g. ``"model"``: only the output term is used (``output_loss``
             ``mse`` matches a classifier's logits), ``feature_weight`` is ignored and the other
@@ -104,6 +118,8 @@ class Distill(StateContract, GANCallback):
         perceptual_weight: float = 0.0,
         perceptual_layers: Optional[list[str]] = None,
         gan_weight: float = 1.0,
+        student: Optional[dict[str, Any]] = None,
+        student_epoch: Optional[int] = None,
         network: Optional[str] = None,
     ) -> None:
         weights = {"output_weight": output_weight, "feature_weight": feature_weight, "alignment_weight": alignment_weight,
@@ -119,6 +135,13 @@ class Distill(StateContract, GANCallback):
         self.feature_layers = feature_layers
         self.perceptual_layers = perceptual_layers
         self.network = network
+        if student is not None and (not isinstance(student, dict) or not set(student) <= {"class_path", "init_args"}
+                                    or not isinstance(student.get("init_args", {}), dict)):
+            raise ConfigError(f"--distill.student takes {{class_path: CLASS, init_args: {{...}}}} (either may be left out), got {student!r}")
+        if student_epoch is not None and student_epoch < 0:
+            raise ConfigError(f"--distill.student_epoch must be an epoch >= 0, got {student_epoch}")
+        self.student = student
+        self.student_epoch = student_epoch
         self.reset_state()
         # --- runtime only
         self.teacher_net: Optional[nn.Module] = None
@@ -144,13 +167,63 @@ class Distill(StateContract, GANCallback):
         if self.perceptual_layers is not None:
             check_layers(module.discriminator, self.perceptual_layers, "--distill.perceptual_layers")
         compressing = [cb for cb in trainer.callbacks if "generator" in (getattr(cb, "scoped", None) or ())]
-        if self.teacher_ckpt is None and not compressing:
+        if self.student is not None:
+            self._check_student(trainer, module, compressing)
+        elif self.student_epoch is not None:
+            raise ConfigError("--distill.student_epoch is the epoch at which --distill.student replaces the generator: give --distill.student too")
+        elif self.teacher_ckpt is None and not compressing:
             raise ConfigError(
-                "--callbacks distill needs a teacher: switch on a compression callback that changes the generator"
-                " (--callbacks prune,distill or lowrank,distill) or give --distill.teacher_ckpt PATH"
+                "--callbacks distill needs a teacher and a student: switch on a compression callback that changes the generator"
+                " (--callbacks prune,distill or lowrank,distill), or give --distill.student (a new generator, taught by the"
+                " run's generator or by --distill.teacher_ckpt PATH), or --distill.teacher_ckpt PATH"
             )
         if self.teacher_ckpt is not None and self.teacher_net is None:
             self._load_teacher_checkpoint(module)
+
+    def _check_student(self, trainer: Trainer, module, compressing: list) -> None:
+        if compressing:
+            names = ", ".join(sorted(getattr(cb, "option_group", type(cb).__name__) for cb in compressing))
+            raise ConfigError(
+                f"--distill.student replaces the generator by a new network, and {names} compresses the generator into a student"
+                " already: use one of the two (--callbacks prune,distill without --distill.student, or --callbacks distill --distill.student ...)"
+            )
+        if "generator" in module.replaced:  # resumed after the replacement
+            return
+        probe = self.build_student(module)
+        with torch.no_grad(), evaluating(probe, module.generator):
+            z = torch.zeros(2, module.z_dim)
+            made = tuple(probe(z).shape[1:])
+            wanted = tuple(module.generator(z.to(parameter_device(module.generator))).shape[1:])
+        if made != wanted:
+            raise ConfigError(f"--distill.student makes samples of shape {made} but the run's generator makes {wanted}: give it the run's image_size and channels")
+        epoch = self.replacement_epoch(trainer.max_epochs)
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0 and epoch >= trainer.max_epochs:
+            raise ConfigError(f"--distill.student_epoch {epoch} is not before --trainer.max_epochs {trainer.max_epochs}: the student would never train")
+
+    def student_spec(self, module) -> dict[str, Any]:
+        """``--distill.student`` completed from the run's generator: its class path unless one is
+        given, its init args overridden by the given ones."""
+        configured = spec_from_hparams(module.hparams) or {}
+        class_path = self.student.get("class_path") or configured.get("class_path")
+        if class_path is None:
+            raise ConfigError("--distill.student needs a class_path here: the module holds no generator class path to default to (it was not built by train.py)")
+        init_args = dict(configured.get("init_args") or {}) if class_path == configured.get("class_path") else {}
+        return {"class_path": class_path, "init_args": {**init_args, **dict(self.student.get("init_args") or {})}}
+
+    def build_student(self, module) -> nn.Module:
+        spec = self.student_spec(module)
+        try:
+            student = build_generator(spec, source="--distill.student")
+        except CheckpointError as exc:
+            raise ConfigError(str(exc)) from exc
+        if getattr(student, "z_dim", module.z_dim) != module.z_dim:
+            raise ConfigError(f"--distill.student takes {student.z_dim} latent dimensions but the run's generator {module.z_dim}: leave z_dim out of its init_args")
+        return student
+
+    def replacement_epoch(self, max_epochs: Optional[int]) -> int:
+        if self.student_epoch is None and self.teacher_ckpt is not None:
+            return 0  # the teacher is ready: nothing to train first
+        return event_epoch(self.student_epoch, max_epochs, "--distill.student_epoch")
 
     def _check_any_module(self, trainer: Trainer, module) -> None:
         w = self.weights
@@ -158,6 +231,7 @@ class Distill(StateContract, GANCallback):
             "--distill.teacher_ckpt": self.teacher_ckpt is not None, "--distill.alignment_weight": w["alignment_weight"] > 0,
             "--distill.perceptual_weight": w["perceptual_weight"] > 0, "--distill.gan_weight": w["gan_weight"] != 1.0,
             "--distill.feature_layers": self.feature_layers is not None, "--distill.perceptual_layers": self.perceptual_layers is not None,
+            "--distill.student": self.student is not None, "--distill.student_epoch": self.student_epoch is not None,
         }, f" (there the output term of {self.network!r} against its copy from before compression is the only one)")
         if w["output_weight"] == 0:
             raise ConfigError(f"--distill.output_weight is 0, and on {type(module).__name__} the output term is the only one: set it > 0")
@@ -297,17 +371,46 @@ class Distill(StateContract, GANCallback):
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous: Optional[nn.Module]) -> None:
         student = "generator" if is_gan(module) else self.network
         if self.teacher_net is None and network == student and previous is not None:
-            # BatchNorm statistics are each rank's own: rank 0's teacher is everyone's
-            previous.load_state_dict(trainer.strategy.broadcast(previous.state_dict(), src=0))
-            spec = None  # a network this project did not build has no class path to rebuild it from
-            if is_gan(module):
-                if not isinstance(getattr(previous, "z_dim", None), int):  # a generator sized by --model.z_dim
-                    previous.z_dim = module.hparams.get("z_dim")
-                spec = spec_from_hparams(module.hparams)
-            # the first change of this run: the teacher has no recorded edits
-            self._adopt_teacher(previous, spec, {}, {}, f"the {student} before compression")
+            self._adopt_previous(trainer, module, previous, f"the {student} before compression")
         if self.teacher_net is not None:
             self._attach(module)
+
+    def _adopt_previous(self, trainer: Trainer, module, previous: nn.Module, source: str) -> None:
+        """The network as it was before this run first changed it becomes the teacher."""
+        # BatchNorm statistics are each rank's own: rank 0's teacher is everyone's
+        previous.load_state_dict(trainer.strategy.broadcast(previous.state_dict(), src=0))
+        spec = None  # a network this project did not build has no class path to rebuild it from
+        if is_gan(module):
+            if not isinstance(getattr(previous, "z_dim", None), int):  # a generator sized by --model.z_dim
+                previous.z_dim = module.hparams.get("z_dim")
+            spec = spec_from_hparams(module.hparams)
+        # the first change of this run: the teacher has no recorded edits
+        self._adopt_teacher(previous, spec, {}, {}, source)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
+        # ">=": a run resumed (or extended) past the epoch without the replacement still gets it
+        if self.student is not None and "generator" not in pl_module.replaced and trainer.current_epoch >= self.replacement_epoch(trainer.max_epochs):
+            self._replace_generator(trainer, pl_module)
+
+    def _replace_generator(self, trainer: Trainer, module) -> None:
+        """The student takes the generator's place (rank 0's initial weights on every rank: the
+        DDP wrapper rebuilt by ``architecture_changed`` broadcasts them)."""
+        previous = copy.deepcopy(module.sampling_generator)
+        if self.teacher_net is None:
+            self._adopt_previous(trainer, module, previous, f"the run's generator at epoch {trainer.current_epoch}")
+        before = network_cost(previous, torch.zeros(2, module.z_dim, device=parameter_device(previous)))
+        spec = self.student_spec(module)
+        module.replace_generator(self.build_student(module), spec)
+        module.architecture_changed("generator", previous)
+        after = network_cost(module.generator, torch.zeros(2, module.z_dim, device=module.device))
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"compress/g_macs": float(after.macs), "compress/g_params": float(after.params)}, step=logging_step(trainer))
+        rank_zero_info(
+            f"distill: epoch {trainer.current_epoch}: the generator is now the student {spec['class_path']}({spec['init_args']}):"
+            f" {after.macs / 1e6:.3f}M MACs/sample ({before.macs / max(after.macs, 1):.2f}x fewer), {after.params:,} parameters"
+            f" (teacher {before.params:,})"
+        )
 
     def adversarial_weight(self, trainer: Trainer, module) -> float:
         return self.weights["gan_weight"] if self.teacher_net is not None else 1.0

@@ -122,3 +122,18 @@ class AuxiliaryAtStart(Callback):
              "teacher_sha256": weights_hash(distill.teacher_net) if distill.teacher_net is not None else None},
             self.out_dir / "start.pt",
         )
+
+
+class GeneratorAtFirstBatch(Callback):
+    """Saves the generator's weights as the first training batch of the run starts (after any
+    checkpoint restore and any change at the start of that epoch)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.saved = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self.saved:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            torch.save({k: v.detach().cpu().clone() for k, v in pl_module.generator.state_dict().items()}, self.out_dir / "generator.pt")
+            self.saved = True

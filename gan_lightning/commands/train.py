@@ -161,6 +161,9 @@ class GANLightningCLI(LightningCLI):
         # The networks this config names are the user's choice, so checkpoints of this run (a
         # distill teacher's record, a resume) may name them too.
         allow_classes(str(cfg.model[net].class_path) for net in ("generator", "discriminator") if cfg.model.get(net))
+        student = cfg.get("distill", Namespace()).get("student") if "distill" in self.callback_names else None
+        if isinstance(student, dict) and isinstance(student.get("class_path"), str):
+            allow_classes([student["class_path"]])
         self.plug_in_options = {name: _plain(cfg[name].as_dict()) for name in self.callback_names}
         if self.resume_checkpoint is not None and self.subcommand == "fit":
             self._check_resumed_plug_ins(cfg)

@@ -15,6 +15,7 @@ from gan_lightning.class_paths import check_class_path, class_paths_in
 from gan_lightning.compress.profiling import evaluating, parameter_device
 from gan_lightning.compress.pruning import example_input, networks_of
 from gan_lightning.compress.replay import replay_edits
+from gan_lightning.compress.storage import build_generator
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.checkpoint import read_checkpoint, state_dict_mismatches
 from gan_lightning.core.hooks import architecture_changed, callbacks_with_hook
@@ -103,6 +104,10 @@ class GANModule(pl.LightningModule):
         # Ranks of layers replaced by low-rank factors, as {"generator.<layer>": rank} (see
         # gan_lightning.compress.lowrank); saved as checkpoint["lowrank"], apart from the pruning record.
         self.lowrank: dict[str, int] = {}
+        # Networks put in place of the configured ones (a distillation student), as
+        # {"generator": {"class_path", "init_args"}}; saved as checkpoint["replaced"], so that a
+        # resumed run, evaluate and export build the network that was trained, not the configured one.
+        self.replaced: dict[str, dict[str, Any]] = {}
         # Modules that train with the generator without being part of it (distillation adapters):
         # in the generator's optimizer and under DDP, saved with the model, never exported.
         self.auxiliary = nn.ModuleDict()
@@ -305,6 +310,21 @@ class GANModule(pl.LightningModule):
         """:func:`gan_lightning.core.hooks.architecture_changed` for this module."""
         architecture_changed(self.trainer, self, network, previous, rebuild_optimizers)
 
+    def replace_generator(self, generator: nn.Module, spec: dict[str, Any]) -> None:
+        """Put ``generator`` (built from ``spec``, a class path and init args) in place of the
+        generator and of its EMA copy. Telling the callbacks and rebuilding the optimizers is the
+        caller's (:meth:`architecture_changed`)."""
+        if getattr(generator, "z_dim", self.z_dim) != self.z_dim:
+            raise ConfigError(f"the replacing generator {spec['class_path']} takes {generator.z_dim} latent dimensions, the run {self.z_dim}: give it z_dim {self.z_dim}")
+        if self.structure.get("generator") or any(k.startswith("generator.") for k in self.lowrank):
+            raise ConfigError("the generator was already pruned or factorized, so it cannot be replaced by another network")
+        self.generator = generator.to(parameter_device(self.generator))
+        if self.generator_ema is not None:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.replaced["generator"] = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
+        if isinstance(self.hparams.get("generator"), dict):  # built by train.py: load_from_checkpoint builds the new class
+            self.hparams["generator"] = copy.deepcopy(self.replaced["generator"])
+
     # ------------------------------------------------------------------ checkpoints
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args: Any, **kwargs: Any) -> "GANModule":
@@ -342,9 +362,12 @@ class GANModule(pl.LightningModule):
         return None
 
     def adopt_structure(self, checkpoint: dict[str, Any]) -> None:
-        """Rebuild this (freshly built) model in the pruned and factorized shapes the checkpoint
-        was saved with (shapes only: the state_dict fills the weights); a model already in
+        """Rebuild this (freshly built) model with the generator that replaced the configured one
+        and in the pruned and factorized shapes the checkpoint was saved with (shapes only: the state_dict fills the weights); a model already in
         those shapes is left as it is."""
+        replaced = checkpoint.get("replaced", {}).get("generator")
+        if replaced is not None and self.replaced.get("generator") != replaced:
+            self.replace_generator(build_generator(replaced, source="the checkpoint's replaced generator"), replaced)
         structure, ranks = checkpoint.get("structure", {}), checkpoint.get("lowrank", {})
         for network in ("generator", "discriminator"):
             record = structure.get(network, {})
@@ -367,6 +390,8 @@ class GANModule(pl.LightningModule):
             checkpoint["structure"] = self.structure
         if self.lowrank:
             checkpoint["lowrank"] = self.lowrank
+        if self.replaced:
+            checkpoint["replaced"] = self.replaced
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         problem = self.checkpoint_mismatch(checkpoint)

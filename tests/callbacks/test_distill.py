@@ -169,7 +169,7 @@ def test_a_teacher_from_a_checkpoint_trains_a_smaller_student(tmp_path):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--callbacks", "distill"], "--callbacks distill needs a teacher: switch on a compression callback that changes the generator"),
+        (["--callbacks", "distill"], "--callbacks distill needs a teacher and a student: switch on a compression callback that changes the generator"),
         (["--callbacks", "prune,distill", "--prune.start_epoch", "0", "--distill.feature_layers", "[stem.9]"],
          "--distill.feature_layers names stem.9, which DCGANGenerator does not have; e.g. stem.2"),
         (["--callbacks", "distill", "--distill.teacher_ckpt", "nope.ckpt"], "--distill.teacher_ckpt nope.ckpt does not exist"),
