@@ -42,6 +42,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from callbacks.any_module import LossTerms, check_networks, is_gan, refuse_gan_only
+from callbacks.compression import forget_best_checkpoints, previous_network
 from callbacks.registry import register
 from callbacks.state import StateContract
 from gan_lightning.class_paths import check_class_path, class_paths_in
@@ -189,6 +190,13 @@ class Distill(StateContract, GANCallback):
             )
         if "generator" in module.replaced:  # resumed after the replacement
             return
+        if module.structure.get("generator") or any(k.startswith("generator.") for k in module.lowrank):
+            raise ConfigError("--distill.student replaces the generator, which is already pruned or factorized: distil into it without --distill.student")
+        if self.teacher_ckpt is not None and self.student_epoch:
+            raise ConfigError(
+                f"--distill.student_epoch {self.student_epoch} with --distill.teacher_ckpt would train the configured generator for"
+                " nothing until the student replaces it: leave --distill.student_epoch out (the student starts at epoch 0)"
+            )
         probe = self.build_student(module)
         with torch.no_grad(), evaluating(probe, module.generator):
             z = torch.zeros(2, module.z_dim)
@@ -395,21 +403,24 @@ class Distill(StateContract, GANCallback):
     def _replace_generator(self, trainer: Trainer, module) -> None:
         """The student takes the generator's place (rank 0's initial weights on every rank: the
         DDP wrapper rebuilt by ``architecture_changed`` broadcasts them)."""
-        previous = copy.deepcopy(module.sampling_generator)
+        previous = previous_network(module, "generator")
         if self.teacher_net is None:
             self._adopt_previous(trainer, module, previous, f"the run's generator at epoch {trainer.current_epoch}")
-        before = network_cost(previous, torch.zeros(2, module.z_dim, device=parameter_device(previous)))
         spec = self.student_spec(module)
         module.replace_generator(self.build_student(module), spec)
         module.architecture_changed("generator", previous)
-        after = network_cost(module.generator, torch.zeros(2, module.z_dim, device=module.device))
+        # "best" now means the best student: the teacher's checkpoints (files kept) would hold the title
+        for path in forget_best_checkpoints(trainer):
+            rank_zero_info(f"distill: the best checkpoint so far ({path}) holds the generator before the student; it is kept, and best-* now tracks the student")
+        z = torch.zeros(2, module.z_dim, device=module.device)
+        student, teacher = network_cost(module.generator, z), network_cost(self.teacher_net, self._teacher_latents(z, self.teacher_net))
         if trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_metrics({"compress/g_macs": float(after.macs), "compress/g_params": float(after.params)}, step=logging_step(trainer))
+                logger.log_metrics({"compress/g_macs": float(student.macs), "compress/g_params": float(student.params)}, step=logging_step(trainer))
         rank_zero_info(
             f"distill: epoch {trainer.current_epoch}: the generator is now the student {spec['class_path']}({spec['init_args']}):"
-            f" {after.macs / 1e6:.3f}M MACs/sample ({before.macs / max(after.macs, 1):.2f}x fewer), {after.params:,} parameters"
-            f" (teacher {before.params:,})"
+            f" {student.macs / 1e6:.3f}M MACs/sample, {teacher.macs / max(student.macs, 1):.2f}x fewer than the teacher's;"
+            f" {student.params:,} parameters (teacher {teacher.params:,})"
         )
 
     def adversarial_weight(self, trainer: Trainer, module) -> float:

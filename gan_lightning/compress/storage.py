@@ -158,8 +158,10 @@ def build_generator(spec: dict[str, Any], source: str = "the file") -> nn.Module
 
 def configured_generator(module, spec: dict[str, Any]) -> tuple[nn.Module, int]:
     """The generator as configured (before any compression), freshly built, and the latent
-    size it was built with."""
-    configured = build_generator(spec)
+    size it was built with. For a generator that replaced the configured one (a distillation
+    student, ``module.replaced``), the one it replaced: what its costs are compared with."""
+    replaced = getattr(module, "replaced", {}).get("generator") or {}
+    configured = build_generator(replaced.get("replaces") or spec)
     build_z = module.hparams.get("z_dim") or getattr(configured, "z_dim", None)
     if not isinstance(build_z, int):
         raise ConfigError("the generator has no integer z_dim attribute and the module no z_dim hyper-parameter")

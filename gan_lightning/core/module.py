@@ -15,7 +15,7 @@ from gan_lightning.class_paths import check_class_path, class_paths_in
 from gan_lightning.compress.profiling import evaluating, parameter_device
 from gan_lightning.compress.pruning import example_input, networks_of
 from gan_lightning.compress.replay import replay_edits
-from gan_lightning.compress.storage import build_generator
+from gan_lightning.compress.storage import build_generator, spec_from_hparams
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.checkpoint import read_checkpoint, state_dict_mismatches
 from gan_lightning.core.hooks import architecture_changed, callbacks_with_hook
@@ -310,20 +310,20 @@ class GANModule(pl.LightningModule):
         """:func:`gan_lightning.core.hooks.architecture_changed` for this module."""
         architecture_changed(self.trainer, self, network, previous, rebuild_optimizers)
 
-    def replace_generator(self, generator: nn.Module, spec: dict[str, Any]) -> None:
+    def replace_generator(self, generator: nn.Module, spec: dict[str, Any], replaces: Optional[dict[str, Any]] = None) -> None:
         """Put ``generator`` (built from ``spec``, a class path and init args) in place of the
-        generator and of its EMA copy. Telling the callbacks and rebuilding the optimizers is the
-        caller's (:meth:`architecture_changed`)."""
-        if getattr(generator, "z_dim", self.z_dim) != self.z_dim:
-            raise ConfigError(f"the replacing generator {spec['class_path']} takes {generator.z_dim} latent dimensions, the run {self.z_dim}: give it z_dim {self.z_dim}")
-        if self.structure.get("generator") or any(k.startswith("generator.") for k in self.lowrank):
-            raise ConfigError("the generator was already pruned or factorized, so it cannot be replaced by another network")
-        self.generator = generator.to(parameter_device(self.generator))
+        generator and of its EMA copy. ``replaces``: the spec of the generator it replaces
+        (default: the configured one), which the export's cost report compares with. Telling
+        the callbacks and rebuilding the optimizers is the caller's (:meth:`architecture_changed`)."""
+        if replaces is None:
+            replaces = spec_from_hparams(self.hparams)
+        # a half-precision run (bf16-true) converted the old generator's weights at setup
+        self.generator = generator.to(device=parameter_device(self.generator), dtype=next(self.generator.parameters()).dtype)
         if self.generator_ema is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.replaced["generator"] = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
+        self.replaced["generator"] = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {}), "replaces": replaces}
         if isinstance(self.hparams.get("generator"), dict):  # built by train.py: load_from_checkpoint builds the new class
-            self.hparams["generator"] = copy.deepcopy(self.replaced["generator"])
+            self.hparams["generator"] = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod
@@ -363,11 +363,11 @@ class GANModule(pl.LightningModule):
 
     def adopt_structure(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild this (freshly built) model with the generator that replaced the configured one
-        and in the pruned and factorized shapes the checkpoint was saved with (shapes only: the state_dict fills the weights); a model already in
-        those shapes is left as it is."""
+        and in the pruned and factorized shapes the checkpoint was saved with (shapes only: the
+        state_dict fills the weights); a model already in those shapes is left as it is."""
         replaced = checkpoint.get("replaced", {}).get("generator")
         if replaced is not None and self.replaced.get("generator") != replaced:
-            self.replace_generator(build_generator(replaced, source="the checkpoint's replaced generator"), replaced)
+            self.replace_generator(build_generator(replaced, source="the checkpoint's replaced generator"), replaced, replaced.get("replaces"))
         structure, ranks = checkpoint.get("structure", {}), checkpoint.get("lowrank", {})
         for network in ("generator", "discriminator"):
             record = structure.get(network, {})

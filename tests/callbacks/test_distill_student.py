@@ -32,8 +32,9 @@ def test_the_student_replaces_the_generator_at_half_time_and_is_what_the_checkpo
     assert main(_args(run, "--trainer.max_epochs", "2", "--callbacks", "distill", "--distill.student", NARROW)) == 0
     saved = torch.load(run / "ckpts" / "last.ckpt", weights_only=True)
     narrow = DCGANGenerator(z_dim=8, image_size=8, channels=1, width=2)
-    assert saved["replaced"]["generator"] == {"class_path": "gan_lightning.networks.DCGANGenerator",
-                                              "init_args": {"z_dim": 8, "image_size": 8, "channels": 1, "width": 2}}
+    tiny = {"z_dim": 8, "image_size": 8, "channels": 1}
+    assert saved["replaced"]["generator"] == {"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": {**tiny, "width": 2},
+                                              "replaces": {"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": {**tiny, "width": 4}}}
     assert _generator_shapes(saved["state_dict"]) == {k: tuple(v.shape) for k, v in narrow.state_dict().items()}
     # the teacher is the run's own (width 4) generator as epoch 1 began, frozen since
     record = saved["callbacks"]["Distill"]["teacher"]
@@ -51,10 +52,22 @@ def test_the_student_replaces_the_generator_at_half_time_and_is_what_the_checkpo
 
     card = export_checkpoint(run / "ckpts" / "last.ckpt", tmp_path / "g.pt")
     assert card["architecture"]["init_args"]["width"] == 2
+    # costs are compared with the generator the student replaced, not with the student itself
+    assert card["cost"]["configured_params"] == 705 and card["cost"]["params"] == 353 and card["cost"]["mac_reduction"] > 1.5
     exported = load_exported(tmp_path / "g.pt")
     z = torch.randn(4, 8)
     with torch.no_grad():
         assert torch.equal(exported.eval()(z), loaded.sampling_generator.eval()(z))
+
+
+def test_best_checkpoints_track_the_student_from_the_replacement_on(tmp_path):
+    run = tmp_path / "run"
+    # val/fid picks the best checkpoint; a fresh student is far worse than the dense generator before it
+    assert main(tiny_run_args(run, "--checkpoint.dirpath", str(run / "ckpts"), "--trainer.max_epochs", "2",
+                              "--callbacks", "distill", "--distill.student", NARROW)) == 0
+    assert (run / "ckpts" / "best-epoch000.ckpt").is_file()  # the dense generator's, kept on disk
+    best = torch.load(run / "ckpts" / "best-epoch001.ckpt", weights_only=True)
+    assert best["replaced"]["generator"]["init_args"]["width"] == 2
 
 
 def test_resume_after_the_replacement_keeps_the_student_and_the_teacher(tmp_path):
@@ -105,13 +118,15 @@ def test_a_student_from_scratch_learns_the_teacher_alone(tmp_path):
         (["--callbacks", "distill", "--distill.student", NARROW, "--distill.student_epoch", "2"],
          "--distill.student_epoch 2 is not before --trainer.max_epochs 2"),
         (["--callbacks", "prune,distill", "--distill.student_epoch", "0"], "--distill.student_epoch is the epoch at which --distill.student replaces"),
+        (["--callbacks", "distill", "--distill.student", NARROW, "--distill.student_epoch", "1", "--distill.teacher_ckpt", "nope.ckpt"],
+         "--distill.student_epoch 1 with --distill.teacher_ckpt would train the configured generator for nothing"),
     ],
 )
 def test_bad_student_settings_are_one_sentence_before_training(tmp_path, capsys, extra, message):
     assert main(_args(tmp_path, "--trainer.max_epochs", "2", *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
-    assert not (tmp_path / "ckpts").exists()
+    assert not (tmp_path / "ckpts").exists() and not list(tmp_path.rglob("metrics.csv"))  # refused before any training step
 
 
 def test_ddp_ranks_hold_the_same_student(tmp_path):
