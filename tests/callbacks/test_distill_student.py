@@ -103,6 +103,16 @@ def test_a_student_from_scratch_learns_the_teacher_alone(tmp_path):
     assert {id(p) for p in module.generator.parameters()} <= in_optimizer
 
 
+def test_bf16_mixed_trains_a_student_in_fp32_weights(tmp_path):
+    module = module16()
+    distill = Distill(student={"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": {**G16, "width": 2}}, student_epoch=0)
+    fit(tmp_path, module, [distill], epochs=1, batches=3, precision="bf16-mixed")
+    assert module.generator.stem[0].out_features == distill.teacher_net.stem[0].out_features // 2
+    assert all(p.dtype == torch.float32 for p in [*module.generator.parameters(), *distill.teacher_net.parameters()])
+    values = logged(tmp_path, "train/g_term/distill_output")
+    assert len(values) == 3 and all(torch.isfinite(torch.tensor(values)))
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
