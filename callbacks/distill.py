@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from callbacks.any_module import LossTerms, check_networks, is_gan, refuse_gan_only
@@ -417,6 +417,12 @@ class Distill(StateContract, GANCallback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics({"compress/g_macs": float(student.macs), "compress/g_params": float(student.params)}, step=logging_step(trainer))
+        if self.weights["gan_weight"] > 0:
+            rank_zero_warn(
+                "distill: a student trained from scratch against an already trained discriminator tends to collapse (in"
+                " benchmarks/distill.py to FID ~1500 and one class, against ~68 with --distill.gan_weight 0): if it does,"
+                " train it from the teacher alone with --distill.gan_weight 0"
+            )
         rank_zero_info(
             f"distill: epoch {trainer.current_epoch}: the generator is now the student {spec['class_path']}({spec['init_args']}):"
             f" {student.macs / 1e6:.3f}M MACs/sample, {teacher.macs / max(student.macs, 1):.2f}x fewer than the teacher's;"
