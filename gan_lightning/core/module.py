@@ -105,8 +105,9 @@ class GANModule(pl.LightningModule):
         # gan_lightning.compress.lowrank); saved as checkpoint["lowrank"], apart from the pruning record.
         self.lowrank: dict[str, int] = {}
         # Networks put in place of the configured ones (a distillation student), as
-        # {"generator": {"class_path", "init_args"}}; saved as checkpoint["replaced"], so that a
-        # resumed run, evaluate and export build the network that was trained, not the configured one.
+        # {"generator": {"class_path", "init_args", "replaces": the spec it replaced}}; saved as
+        # checkpoint["replaced"], so that a resumed run, evaluate and export build the network
+        # that was trained, not the configured one.
         self.replaced: dict[str, dict[str, Any]] = {}
         # Modules that train with the generator without being part of it (distillation adapters):
         # in the generator's optimizer and under DDP, saved with the model, never exported.
