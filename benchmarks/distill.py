@@ -89,21 +89,17 @@ from gan_lightning.compress.lowrank import factorize_module, plan_ranks
 from gan_lightning.compress.profiling import network_cost, output_layer
 from gan_lightning.compress.pruning import cut_units, example_input, prunable_groups
 from gan_lightning.core.module import GANModule
-from gan_lightning.networks import DCGANGenerator
 from gan_lightning.quality.evaluation import evaluate_generator
 from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
 
 LEVELS = {"4x": 4.0, "8x": 8.0, "16x": 16.0}
 UNSTRUCTURED_AMOUNT = 0.8
 # configs/default.yaml's networks as class paths: what a train.py checkpoint holds in its hparams,
-# and what GANModule.load_from_checkpoint (so Distill(teacher_ckpt=...)) needs to rebuild them.
+# and what Distill(student=...) completes a student's spec from.
 DEFAULT_SPECS = {
     "generator": {"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": {"z_dim": 64, "image_size": 32, "channels": 1, "width": 32}},
     "discriminator": {"class_path": "gan_lightning.networks.DCGANDiscriminator", "init_args": {"image_size": 32, "channels": 1, "width": 32, "norm": "batch"}},
 }
-# the instantiator LightningCLI records: without it load_from_checkpoint passes the class-path
-# dicts to GANModule as the networks themselves
-CLI_INSTANTIATOR = "pytorch_lightning.cli.instantiate_module"
 
 
 # --------------------------------------------------------------------------- the real reference split
@@ -143,8 +139,8 @@ class BatchTimer(pl.Callback):
 
 
 # --------------------------------------------------------------------------- the teacher
-def dense_module(args, data, root: Path) -> tuple[GANModule, dict, Path]:
-    """The dense teacher, its record, and a train.py-style checkpoint of it (for ``teacher_ckpt``)."""
+def dense_module(args, data, root: Path) -> tuple[GANModule, dict]:
+    """The dense teacher and its record."""
     if args.dense_ckpt is not None:
         module = GANModule.load_from_checkpoint(args.dense_ckpt, map_location="cpu")
         if module.structure or module.lowrank or any(n.endswith("_orig") for n, _ in module.named_parameters()):
@@ -152,7 +148,7 @@ def dense_module(args, data, root: Path) -> tuple[GANModule, dict, Path]:
         module.check_sample_shape(tuple(data.sample_shape))
         if not isinstance(module.hparams.get("generator"), dict):
             sys.exit(f"--dense_ckpt {args.dense_ckpt} holds no generator class path; pass a checkpoint written by train.py")
-        return module, {"source": str(args.dense_ckpt), "hparams": {k: str(v) for k, v in module.hparams.items()}}, Path(args.dense_ckpt)
+        return module, {"source": str(args.dense_ckpt), "hparams": {k: str(v) for k, v in module.hparams.items()}}
     pl.seed_everything(0, verbose=False)
     module = default_module()
     start = time.perf_counter()
@@ -161,22 +157,10 @@ def dense_module(args, data, root: Path) -> tuple[GANModule, dict, Path]:
     trainer.fit(module, datamodule=data)
     seconds = time.perf_counter() - start
     # GANModule built in Python keeps no class paths in its hparams: give it what a train.py
-    # checkpoint holds, so that GANModule.load_from_checkpoint (and Distill) can rebuild it
+    # checkpoint holds, which Distill(student=...) completes the students' specs from
     for key, spec in DEFAULT_SPECS.items():
         module.hparams[key] = copy.deepcopy(spec)
-    module.hparams["_instantiator"] = CLI_INSTANTIATOR
-    path = root / "dense.ckpt"
-    trainer.save_checkpoint(path)
-    check_checkpoint(path, module)
-    return module, {"source": f"trained here, {args.dense_epochs} epochs, seed 0", "seconds": seconds, "ms_per_batch": timer.ms_per_batch}, path
-
-
-@torch.no_grad()
-def check_checkpoint(path: Path, module: GANModule) -> None:
-    """The written teacher checkpoint loads and samples exactly what the in-memory teacher does."""
-    loaded = GANModule.load_from_checkpoint(path, map_location="cpu")
-    if not torch.equal(loaded.generate(8, seed=0), module.generate(8, seed=0)):
-        sys.exit(f"the teacher checkpoint {path} does not reproduce the dense model's samples")
+    return module, {"source": f"trained here, {args.dense_epochs} epochs, seed 0", "seconds": seconds, "ms_per_batch": timer.ms_per_batch}
 
 
 # --------------------------------------------------------------------------- picking each level's setting
@@ -214,9 +198,10 @@ def generator_init_args(dense: GANModule) -> dict:
     return {**DEFAULT_SPECS["generator"]["init_args"], **dict(spec.get("init_args") or {})}
 
 
-def student_generator(dense: GANModule, width: int) -> DCGANGenerator:
-    """The dense generator's settings, narrower."""
-    return DCGANGenerator(**{**generator_init_args(dense), "width": width})
+def student_generator(dense: GANModule, width: int) -> nn.Module:
+    """The student ``Distill(student={"init_args": {"width": width}})`` would build."""
+    distill = Distill(student={"init_args": {"width": width}})
+    return distill.build_student(distill.student_spec(dense), dense)
 
 
 def first_reaching(candidates: list, reaches: Callable[[object], bool]):
@@ -459,7 +444,7 @@ def main() -> None:
 
     # --- the teacher, and how much its FID moves with the latents alone (the measurement noise)
     print(f"dense teacher: {'loading ' + str(args.dense_ckpt) if args.dense_ckpt else f'training {args.dense_epochs} epochs'} ...", flush=True)
-    dense, dense_info, teacher_ckpt = dense_module(args, data, root)
+    dense, dense_info = dense_module(args, data, root)
     dense.cpu()
     teacher_sha = weights_hash(dense.sampling_generator)
     noise = {s: evaluate(dense, s) for s in noise_seeds}
@@ -469,7 +454,7 @@ def main() -> None:
         "noise_seeds": noise_seeds, "fid_per_latent_seed": noise_fids,
         "noise_mean": mean_std(noise_fids)[0], "noise_std": mean_std(noise_fids)[1],
         "metrics_per_latent_seed": {str(s): {k: (x if math.isfinite(x) else None) for k, x in m.items()} for s, m in noise.items()},
-        "sha256": teacher_sha, "checkpoint": str(teacher_ckpt) if args.dense_ckpt else "(a temporary file)",
+        "sha256": teacher_sha, "checkpoint": str(args.dense_ckpt) if args.dense_ckpt else None,
     }
     dense_macs = generator_macs(dense.sampling_generator, dense.z_dim)
 

@@ -197,7 +197,7 @@ class Distill(StateContract, GANCallback):
                 f"--distill.student_epoch {self.student_epoch} with --distill.teacher_ckpt would train the configured generator for"
                 " nothing until the student replaces it: leave --distill.student_epoch out (the student starts at epoch 0)"
             )
-        probe = self.build_student(module)
+        probe = self.build_student(self.student_spec(module), module)
         with torch.no_grad(), evaluating(probe, module.generator):
             z = torch.zeros(2, module.z_dim)
             made = tuple(probe(z).shape[1:])
@@ -218,8 +218,8 @@ class Distill(StateContract, GANCallback):
         init_args = dict(configured.get("init_args") or {}) if class_path == configured.get("class_path") else {}
         return {"class_path": class_path, "init_args": {**init_args, **dict(self.student.get("init_args") or {})}}
 
-    def build_student(self, module) -> nn.Module:
-        spec = self.student_spec(module)
+    def build_student(self, spec: dict[str, Any], module) -> nn.Module:
+        """A fresh student from its :meth:`student_spec`."""
         try:
             student = build_generator(spec, source="--distill.student")
         except CheckpointError as exc:
@@ -407,7 +407,7 @@ class Distill(StateContract, GANCallback):
         if self.teacher_net is None:
             self._adopt_previous(trainer, module, previous, f"the run's generator at epoch {trainer.current_epoch}")
         spec = self.student_spec(module)
-        module.replace_generator(self.build_student(module), spec)
+        module.replace_generator(self.build_student(spec, module), spec)
         module.architecture_changed("generator", previous)
         # "best" now means the best student: the teacher's checkpoints (files kept) would hold the title
         for path in forget_best_checkpoints(trainer):

@@ -322,9 +322,10 @@ class GANModule(pl.LightningModule):
         self.generator = generator.to(device=parameter_device(self.generator), dtype=next(self.generator.parameters()).dtype)
         if self.generator_ema is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.replaced["generator"] = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {}), "replaces": replaces}
+        built = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
+        self.replaced["generator"] = {**built, "replaces": replaces}
         if isinstance(self.hparams.get("generator"), dict):  # built by train.py: load_from_checkpoint builds the new class
-            self.hparams["generator"] = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
+            self.hparams["generator"] = copy.deepcopy(built)
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod
