@@ -48,6 +48,7 @@ from callbacks.compression import (
     report_event,
     summary_key,
 )
+from callbacks.mode_watch import measured_modes
 from callbacks.registry import register
 from gan_lightning.compress.importance import Criterion, make_importance, weight_importance
 from gan_lightning.compress.profiling import output_layer
@@ -330,10 +331,16 @@ class Prune(CompressionCallback):
             return
         value = measure_quality(trainer, pl_module, self.metric_name, self.fidelity)
         limit = self.baseline * (1.0 + self.tolerance)
-        if value <= limit:
-            self._accept_step(trainer, pl_module, value)
+        # a step that costs classes is rolled back even when the metric tolerates it: FID can
+        # stay near its limit while the generator drops a class or two
+        epoch, modes = measured_modes(trainer)
+        before = self.trial.get("before_modes")
+        if value > limit:
+            self._roll_back(trainer, pl_module, value, f"{self.metric_name} {value:.4g} > limit {limit:.4g}")
+        elif before is not None and epoch == trainer.current_epoch and modes < before:
+            self._roll_back(trainer, pl_module, value, f"val/modes fell from {before:g} to {modes:g}")
         else:
-            self._roll_back(trainer, pl_module, value, limit)
+            self._accept_step(trainer, pl_module, value)
 
     # ------------------------------------------------------------------ events
     def _prune(self, trainer: Trainer, module) -> None:
@@ -462,7 +469,7 @@ class Prune(CompressionCallback):
         if self.rewind_state:
             load_matching(module, self.rewind_state, self.scoped)
             self._reapply_all(module)
-            refresh_training_state(trainer)  # fresh moments for the rewound weights
+            refresh_training_state(trainer, keep_unchanged=False)  # fresh moments for the rewound weights
         if self.retrain == "network":
             with torch.random.fork_rng():
                 torch.manual_seed(self.seed + self.next_event)
@@ -473,7 +480,7 @@ class Prune(CompressionCallback):
             if getattr(module, "generator_ema", None) is not None:
                 module.generator_ema.load_state_dict(module.generator.state_dict())
             self._reapply_all(module)
-            refresh_training_state(trainer)
+            refresh_training_state(trainer, keep_unchanged=False)  # fresh moments for fresh weights
         elif self.retrain == "weight":
             self.masks = {}  # pruned weights start at zero but may grow back
 
@@ -505,6 +512,7 @@ class Prune(CompressionCallback):
             "masks": {k: v.clone() for k, v in self.masks.items()},
             "decision": decision.to_state(),
             "before_metric": metric,
+            "before_modes": measured_modes(trainer)[1],  # None when the run measures no mode coverage
         }
         self._execute(trainer, module, decision, physical=False)
 
@@ -527,7 +535,7 @@ class Prune(CompressionCallback):
         if self.stopped:
             self._forget_dense_best(trainer)
 
-    def _roll_back(self, trainer: Trainer, module, value: float, limit: float) -> None:
+    def _roll_back(self, trainer: Trainer, module, value: float, reason: str) -> None:
         module.load_state_dict(self.trial["state"])
         self.masks = self.trial["masks"]
         self.trial = None
@@ -535,4 +543,4 @@ class Prune(CompressionCallback):
         self._forget_dense_best(trainer)
         rolled_back = EventRow(f"dynamic-{self.next_event + 1}-rolled-back", trainer.current_epoch, logging_step(trainer), metric=self.metric_name, metric_after=round(value, 4))
         self.history.append(rolled_back.as_row())
-        rank_zero_info(f"prune: dynamic step {self.next_event + 1} rolled back ({self.metric_name} {value:.4g} > limit {limit:.4g}); pruning stops")
+        rank_zero_info(f"prune: dynamic step {self.next_event + 1} rolled back ({reason}); pruning stops")

@@ -32,6 +32,8 @@ class RankDump(Callback):
                 "val_fid": float(trainer.callback_metrics["val/fid"]),
                 # the vae plug-in's VAE, when it is on: every rank must hold the same one
                 "vae": {k: v.cpu() for cb in trainer.callbacks if getattr(cb, "vae", None) is not None for k, v in cb.vae.state_dict().items()},
+                # the balance control's state: every rank must take the same decisions
+                "balance": next((cb.state_dict() for cb in trainer.callbacks if type(cb).__name__ == "DiscriminatorBalance"), None),
             },
             self.out_dir / f"rank{trainer.global_rank}.pt",
         )

@@ -23,10 +23,12 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 import callbacks  # noqa: F401  (importing the package registers every plug-in callback)
+from callbacks.balance import DiscriminatorBalance
 from callbacks.divergence import DivergenceGuard
 from callbacks.fidelity import FidelityEvaluation
 from callbacks.interrupt import InterruptCheckpoint
 from callbacks.layer_table import LayerTable
+from callbacks.mode_watch import ModeCollapseWatch
 from callbacks.registry import CALLBACKS, parse_names
 from callbacks.samples import SampleGrid
 from datamodules.base import GANDataModule
@@ -91,7 +93,7 @@ class GANLightningCLI(LightningCLI):
             subclass_mode_data=True,
             save_config_callback=SaveRunConfig,
             save_config_kwargs={"save_to_log_dir": False},
-            trainer_defaults={"callbacks": [InterruptCheckpoint(), DivergenceGuard(), LayerTable()]},
+            trainer_defaults={"callbacks": [InterruptCheckpoint(), DivergenceGuard(), LayerTable(), ModeCollapseWatch()]},
             parser_kwargs={sub: dict(defaults) for sub in SUBCOMMANDS},
             auto_configure_optimizers=False,
             args=args,
@@ -111,6 +113,7 @@ class GANLightningCLI(LightningCLI):
         )
         parser.add_lightning_class_args(SampleGrid, "samples")
         parser.add_lightning_class_args(FidelityEvaluation, "metrics")
+        parser.add_lightning_class_args(DiscriminatorBalance, "balance")
         parser.add_argument(
             "--callbacks",
             type=str,

@@ -11,6 +11,7 @@ Order inside one training batch::
     repeat n_critic times:
         fake = transform_fake_batch(G(z))                 # no graph to G in the D step
         discriminator step on D(augment_discriminator_input(real)), D(augment_discriminator_input(fake))
+        on_discriminator_outputs(mean D(real), mean D(fake))
         on_discriminator_step_end()
     fake = G(z)
     g_loss = prod(adversarial_weight()) * adversarial(D(augment_discriminator_input(fake)))
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 HOOK_NAMES = (
     "transform_real_batch", "transform_fake_batch", "augment_discriminator_input", "on_discriminator_step_end",
-    "adversarial_weight", "generator_loss_terms", "on_generator_step_end",
+    "on_discriminator_outputs", "adversarial_weight", "generator_loss_terms", "on_generator_step_end",
     "on_architecture_changed", "restore_auxiliary", "synthetic_samples",
 )
 
@@ -78,6 +79,11 @@ class GANCallback(Callback):
 
     def on_discriminator_step_end(self, trainer: Trainer, module: "GANModule") -> None:
         """Called after every discriminator optimizer step (e.g. weight clipping, mask re-application)."""
+
+    def on_discriminator_outputs(self, trainer: Trainer, module: "GANModule", d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
+        """Called after every discriminator step with its mean outputs on that step's real and fake
+        batch (this rank's: a callback that decides on them reduces them across ranks first, so
+        that every rank decides the same), e.g. the balance control's margin."""
 
     def adversarial_weight(self, trainer: Trainer, module: "GANModule") -> float:
         """Factor on the generator's adversarial loss; the factors of all callbacks multiply

@@ -42,13 +42,28 @@ def logging_step(trainer: Trainer) -> int:
     return max(trainer.fit_loop.epoch_loop._batches_that_stepped - 1, 0)
 
 
-def refresh_training_state(trainer: Trainer) -> None:
+def refresh_training_state(trainer: Trainer, keep_unchanged: bool = True) -> None:
     """After parameters were replaced: new optimizers over them (their moments described the old
     shapes) and, under DDP, a new wrapper, since DistributedDataParallel registered the old
     parameters in its gradient buckets. The wrapper's constructor also broadcasts rank 0's
-    weights, so every rank continues from identical ones."""
+    weights, so every rank continues from identical ones.
+
+    ``keep_unchanged``: an optimizer whose parameters are all the very tensors it had before
+    (a GAN's discriminator when only the generator was cut) keeps its moments. A fresh Adam
+    moves every weight by about its full learning rate in its first steps (the bias correction
+    makes m/sqrt(v) ~ sign(g)), and that jolt of an already trained discriminator, right when
+    the generator is weakest, is one of the causes of collapse after a cut (README, "When D
+    overpowers a compressed G"). False: fresh moments for all (a rewind, a re-initialisation)."""
     strategy = trainer.strategy
+    before = [(optimizer, [p for group in optimizer.param_groups for p in group["params"]]) for optimizer in strategy.optimizers]
     strategy.setup_optimizers(trainer)
+    if keep_unchanged:
+        for new in strategy.optimizers:
+            params = [p for group in new.param_groups for p in group["params"]]
+            for old, old_params in before:
+                if type(old) is type(new) and len(old_params) == len(params) and all(a is b for a, b in zip(old_params, params)):
+                    new.load_state_dict(old.state_dict())
+                    break
     if isinstance(strategy, DDPStrategy) and trainer.world_size > 1:
         # no public API re-wraps a model mid-fit; this is what DDPStrategy.configure_ddp does
         strategy.model = strategy._setup_model(strategy.lightning_module)

@@ -256,6 +256,8 @@ class GANModule(pl.LightningModule):
         self.manual_backward(d_loss)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
+        for cb in callbacks_with_hook(self.trainer, "on_discriminator_outputs"):
+            cb.on_discriminator_outputs(self.trainer, self, logs["train/d_real"], logs["train/d_fake"])
         if self.hparams.gp_weight > 0 or self.hparams.r1_weight > 0:  # else d_adv is d_loss
             logs["train/d_adv"] = d_adv.detach()
         return {**logs, "train/d_loss": d_loss.detach()}

@@ -223,6 +223,19 @@ def test_dynamic_schedule_keeps_good_steps_and_rolls_back_the_first_bad_one(tmp_
     assert (module.generator.blocks[0].weight.abs().sum((0, 2, 3)) > 0).all()  # no unit left zeroed
 
 
+def test_dynamic_schedule_rolls_back_a_step_that_costs_classes_even_within_the_fid_tolerance(tmp_path, seeded, monkeypatch):
+    monkeypatch.setattr(prune_module, "measure_quality", lambda *a, **k: 1.0)  # the metric never objects
+    # val/modes: before step 1, after it, before step 2, after it (a class lost)
+    modes = iter([10.0, 10.0, 10.0, 9.0])
+    monkeypatch.setattr(prune_module, "measured_modes", lambda trainer: (trainer.current_epoch, next(modes)))
+    module = module16()
+    prune = Prune(generator_amount=0.5, schedule="dynamic", rounds=2, start_epoch=0, tolerance=0.1, metric="swd")
+    fit(tmp_path, module, prune, epochs=3)
+    assert prune.stopped and prune.next_event == 1  # step 1 kept, step 2 undone
+    assert prune.history[-1][0] == "dynamic-2-rolled-back"
+    assert module.generator.stem[0].weight.shape[0] == 6 * 16
+
+
 def cli_args(tmp_path: Path, *extra: str) -> list[str]:
     return [
         "fit", "--config", TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "CSVLogger",

@@ -1,0 +1,158 @@
+"""balance: keep a discriminator trained against the dense generator from collapsing a compressed one.
+
+Always on (``--balance.*``). A discriminator trained for many epochs against the dense generator
+meets, after a compression event (a structured cut, a low-rank factorization, a distillation
+student taking the generator's place), a generator that is suddenly much worse. It separates
+the two perfectly (LSGAN: D(real) ~ 1, D(fake) ~ 0), and its gradient drives the weakened
+generator onto the few samples it still rates highly: a student from scratch ends drawing one
+class and stays there (README, "When D overpowers a compressed G", has the measurements).
+
+The control measures D's margin, mean D(real) minus mean D(fake), in every discriminator step.
+Before an event it keeps a running average over ``window`` steps: the balance the dense pair
+found. After an event it averages the margin of the next ``probe_steps`` steps, and when that
+exceeds the running average by more than ``tolerance`` of it, the discriminator starts afresh:
+new weights (seeded, the same on every rank), new BatchNorm statistics, new optimizer moments.
+The compressed generator and a new D then find their balance together, as a dense pair does from
+scratch, while distillation (when on) keeps the generator close to its teacher. A margin under
+the threshold leaves D as it is. Measured alternatives that did not work (slowing D, lowering
+the generator's adversarial weight) are in the README.
+
+Every rank decides on the margin averaged over all ranks, so DDP ranks stay identical. Logged
+every batch: ``balance/d_margin``; at each decision: ``balance/d_reset`` (1 or 0) and
+``balance/probe_margin``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Literal, Optional
+
+import torch
+from pytorch_lightning import Trainer
+from pytorch_lightning.utilities import rank_zero_info
+
+from callbacks.any_module import is_gan
+from callbacks.state import StateContract
+from gan_lightning.core.hooks import GANCallback
+from gan_lightning.core.lightning_private import logging_step
+from gan_lightning.errors import ConfigError
+
+# The reference for an event that comes before any margin was measured (a checkpoint written
+# before this callback existed, resumed straight into an event): half-way between "cannot tell"
+# (0) and D's targets (LSGAN 1 vs 0, hinge +-1). bce's logits and wasserstein's scores have no
+# natural scale: there only --balance.target_margin arms the control.
+UNMEASURED_REFERENCE = {"lsgan": 0.5, "hinge": 1.0}
+
+
+def restart(network: torch.nn.Module, seed: int) -> None:
+    """Fresh initial weights and BatchNorm statistics, the same for the same seed on every rank."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in network.modules():
+            if hasattr(m, "reset_parameters") and list(m.parameters(recurse=False)):
+                m.reset_parameters()
+            if hasattr(m, "reset_running_stats"):
+                m.reset_running_stats()
+
+
+class DiscriminatorBalance(StateContract, GANCallback):
+    """Restarts the discriminator when, after a compression event, it overpowers the generator.
+
+    Args:
+        mode: ``reset`` (the control described above) or ``off`` (D is kept whatever its margin,
+            as before this callback existed).
+        tolerance: how far, as a fraction of the reference's magnitude, the margin after an event
+            may exceed the reference before D is restarted (>= 0).
+        window: discriminator steps in the running margin before an event (an exponential
+            average of about that span, >= 1).
+        probe_steps: discriminator steps after an event whose mean margin is judged (>= 1).
+        target_margin: the reference margin; default: the running margin just before the event.
+        seed: seed of the restarted discriminator's weights.
+    """
+
+    option_group = "balance"
+    STATE = {
+        "margin": lambda: None,  # the running margin (None until measured, and after a restart)
+        "reference": lambda: None,  # the margin the event is judged against
+        "probe": lambda: None,  # margins since the event being judged; None: no event pending
+        "decisions": list,  # [epoch, batch, probe margin, threshold, restarted] per event
+    }
+
+    def __init__(
+        self,
+        mode: Literal["reset", "off"] = "reset",
+        tolerance: float = 0.1,
+        window: int = 50,
+        probe_steps: int = 5,
+        target_margin: Optional[float] = None,
+        seed: int = 0,
+    ) -> None:
+        if mode not in ("reset", "off"):
+            raise ConfigError(f"--balance.mode must be reset or off, got {mode!r}")
+        if not tolerance >= 0:
+            raise ConfigError(f"--balance.tolerance must be a number >= 0, got {tolerance}")
+        if window < 1 or probe_steps < 1:
+            raise ConfigError(f"--balance.window and --balance.probe_steps must be integers >= 1, got {window} and {probe_steps}")
+        self.mode = mode
+        self.tolerance = tolerance
+        self.window = window
+        self.probe_steps = probe_steps
+        self.target_margin = target_margin
+        self.seed = seed
+        self.reset_state()
+
+    @property
+    def threshold(self) -> float:
+        return self.reference + self.tolerance * abs(self.reference)
+
+    def on_architecture_changed(self, trainer: Trainer, module, network: str, previous) -> None:
+        if self.mode == "off" or network != "generator" or not is_gan(module):
+            return  # a smaller discriminator is no threat to the generator
+        reference = self.target_margin if self.target_margin is not None else self.margin
+        if reference is None:
+            reference = UNMEASURED_REFERENCE.get(module.hparams.get("loss"))
+        if reference is None:
+            rank_zero_info(
+                f"balance: the generator changed before any discriminator margin was measured, and --model.loss"
+                f" {module.hparams.get('loss')} has no default one: give --balance.target_margin to judge D against it"
+            )
+            return
+        self.reference, self.probe = float(reference), []
+
+    def on_discriminator_outputs(self, trainer: Trainer, module, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
+        if self.mode == "off":
+            return
+        margin = float(trainer.strategy.reduce((d_real - d_fake).detach().float(), reduce_op="mean"))
+        if self.probe is not None:
+            self.probe.append(margin)
+        else:
+            self.margin = margin if self.margin is None else self.margin + (margin - self.margin) / self.window
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        """Decided between batches, never inside a step: D's weights change only here."""
+        if self.mode == "off":
+            return
+        if self.probe is not None and len(self.probe) >= self.probe_steps:
+            self._decide(trainer, pl_module)
+        if self.margin is not None:
+            pl_module.log("balance/d_margin", self.margin, batch_size=1)
+
+    def _decide(self, trainer: Trainer, module) -> None:
+        probe, threshold = statistics.fmean(self.probe), self.threshold
+        restarted = probe > threshold
+        self.probe = None
+        self.decisions.append([trainer.current_epoch, logging_step(trainer), round(probe, 4), round(threshold, 4), restarted])
+        if restarted:
+            restart(module.discriminator, self.seed + len(self.decisions))
+            owned = {id(p) for p in module.discriminator.parameters()}
+            for optimizer in trainer.optimizers:  # its moments described the old weights
+                if any(id(p) in owned for group in optimizer.param_groups for p in group["params"]):
+                    optimizer.state.clear()
+            self.margin = None  # the new pair finds a new balance
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"balance/d_reset": float(restarted), "balance/probe_margin": probe}, step=logging_step(trainer))
+        rank_zero_info(
+            f"balance: after the generator changed, D's margin D(real) - D(fake) is {probe:.3g} against {threshold:.3g}"
+            f" (before: {self.reference:.3g}): " + ("D overpowers it, so D restarts from fresh weights" if restarted else "D is kept")
+        )

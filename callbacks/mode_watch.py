@@ -1,0 +1,82 @@
+"""Say so when a compression event costs the generator classes (modes) and they do not come back.
+
+Always on. It reads the mode coverage the run measures anyway (``val/modes``, from
+:class:`~callbacks.fidelity.FidelityEvaluation`): the last value before a network's architecture
+first changes is the reference; when, after the change, ``patience`` measurements in a row cover
+fewer modes than that, or training ends below it, one warning line gives the numbers and what to
+try. A dip that recovers within ``patience`` measurements is the normal cost of a cut and stays
+silent. Logged at every measurement after an event: ``compress/modes_lost`` (reference minus
+``val/modes``, 0 when none are lost).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pytorch_lightning import Trainer
+from pytorch_lightning.utilities import rank_zero_warn
+
+from callbacks.any_module import is_gan
+from callbacks.fidelity import FidelityEvaluation
+from callbacks.state import StateContract
+from gan_lightning.core.hooks import GANCallback
+
+ADVICE = (
+    "keep --balance.mode adaptive (or lower --balance.min_scale), prune the discriminator too (--prune.discriminator_amount),"
+    " compress less at once (--prune.schedule iterative or dynamic), or add --callbacks distill"
+)
+
+
+def measured_modes(trainer: Trainer) -> tuple[Optional[int], Optional[float]]:
+    """The epoch and value of the run's latest ``val/modes``; (None, None) when none was measured."""
+    fidelity = next((cb for cb in trainer.callbacks if isinstance(cb, FidelityEvaluation)), None)
+    last = fidelity.last if fidelity is not None else None
+    if not last or "val/modes" not in last["metrics"]:
+        return None, None
+    return last["epoch"], float(last["metrics"]["val/modes"])
+
+
+class ModeCollapseWatch(StateContract, GANCallback):
+    """Warns once when mode coverage falls after a compression event and does not recover."""
+
+    option_group = "mode_watch"
+    STATE = {
+        "reference": lambda: None,  # val/modes just before the first event
+        "event_epoch": lambda: None,  # the epoch of the first event; None: no event yet
+        "after": list,  # val/modes measured since the event
+        "warned": bool,
+    }
+
+    def __init__(self, patience: int = 2) -> None:
+        self.patience = patience
+        self.reset_state()
+
+    def on_architecture_changed(self, trainer: Trainer, module, network: str, previous) -> None:
+        if self.event_epoch is None and is_gan(module):
+            self.event_epoch = trainer.current_epoch
+            # the fidelity callback's last measurement (restored on resume) predates the event
+            self.reference = measured_modes(trainer)[1]
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module) -> None:
+        epoch, modes = measured_modes(trainer)
+        if epoch != trainer.current_epoch or self.event_epoch is None or self.reference is None:
+            return  # nothing measured this epoch, or nothing to compare with
+        self.after.append(modes)
+        pl_module.log("compress/modes_lost", max(self.reference - modes, 0.0))
+        recent = self.after[-self.patience:]
+        if len(recent) == self.patience and all(m < self.reference for m in recent):
+            self._warn(f"in the last {self.patience} measurements")
+
+    def on_fit_end(self, trainer: Trainer, pl_module) -> None:
+        if self.event_epoch is not None and self.reference is not None and self.after and self.after[-1] < self.reference:
+            self._warn("when training ended")
+
+    def _warn(self, when: str) -> None:
+        if self.warned:
+            return
+        self.warned = True
+        history = ", ".join(f"{m:g}" for m in self.after)
+        rank_zero_warn(
+            f"mode collapse: the generator covered {self.reference:g} modes (val/modes) before the compression event at epoch"
+            f" {self.event_epoch}, and {history} since, still fewer {when}: {ADVICE}"
+        )
