@@ -7,7 +7,8 @@ the two perfectly (LSGAN: D(real) ~ 1, D(fake) ~ 0), and its gradient drives the
 generator onto the few samples it still rates highly: a student from scratch ends drawing one
 class and stays there (README, "When D overpowers a compressed G", has the measurements).
 
-The control measures D's margin, mean D(real) minus mean D(fake), in every discriminator step.
+By default it judges the events where the generator is replaced by a new one (``--distill.student``);
+``--balance.judge any`` judges cuts and factorizations too. The control measures D's margin, mean D(real) minus mean D(fake), in every discriminator step.
 Before an event it keeps a running average over ``window`` steps: the balance the dense pair
 found. After an event it averages the margin of the next ``probe_steps`` steps, and when that
 exceeds the running average by more than ``tolerance`` of it, the discriminator starts afresh:
@@ -61,6 +62,10 @@ class DiscriminatorBalance(StateContract, GANCallback):
     Args:
         mode: ``reset`` (the control described above) or ``off`` (D is kept whatever its margin,
             as before this callback existed).
+        judge: which generator changes are judged: ``replaced`` (a new generator trained from
+            scratch, the distillation student: where a kept D was measured to collapse it) or
+            ``any`` (also structured cuts and low-rank factorizations, which keep most of what
+            the generator learnt: there a restart was measured to cost FID, README).
         tolerance: how far, as a fraction of the reference's magnitude, the margin after an event
             may exceed the reference before D is restarted (>= 0).
         window: discriminator steps in the running margin before an event (an exponential
@@ -81,6 +86,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
     def __init__(
         self,
         mode: Literal["reset", "off"] = "reset",
+        judge: Literal["replaced", "any"] = "replaced",
         tolerance: float = 0.1,
         window: int = 50,
         probe_steps: int = 5,
@@ -93,21 +99,31 @@ class DiscriminatorBalance(StateContract, GANCallback):
             raise ConfigError(f"--balance.tolerance must be a number >= 0, got {tolerance}")
         if window < 1 or probe_steps < 1:
             raise ConfigError(f"--balance.window and --balance.probe_steps must be integers >= 1, got {window} and {probe_steps}")
+        if judge not in ("replaced", "any"):
+            raise ConfigError(f"--balance.judge must be replaced or any, got {judge!r}")
         self.mode = mode
+        self.judge = judge
         self.tolerance = tolerance
         self.window = window
         self.probe_steps = probe_steps
         self.target_margin = target_margin
         self.seed = seed
         self.reset_state()
+        self._generator: Optional[torch.nn.Module] = None  # the generator object of the last event (runtime only)
 
     @property
     def threshold(self) -> float:
         return self.reference + self.tolerance * abs(self.reference)
 
+    def on_fit_start(self, trainer: Trainer, pl_module) -> None:
+        self._generator = getattr(pl_module, "generator", None)
+
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous) -> None:
         if self.mode == "off" or network != "generator" or not is_gan(module):
             return  # a smaller discriminator is no threat to the generator
+        replaced, self._generator = module.generator is not self._generator, module.generator
+        if self.judge == "replaced" and not replaced:
+            return  # a cut or a factorization keeps most of what G had learnt (README: restarting D there cost FID)
         reference = self.target_margin if self.target_margin is not None else self.margin
         if reference is None:
             reference = UNMEASURED_REFERENCE.get(module.hparams.get("loss"))

@@ -42,6 +42,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from callbacks.any_module import LossTerms, check_networks, is_gan, refuse_gan_only
+from callbacks.balance import DiscriminatorBalance
 from callbacks.compression import forget_best_checkpoints, previous_network
 from callbacks.registry import register
 from callbacks.state import StateContract
@@ -417,11 +418,12 @@ class Distill(StateContract, GANCallback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics({"compress/g_macs": float(student.macs), "compress/g_params": float(student.params)}, step=logging_step(trainer))
-        if self.weights["gan_weight"] > 0:
+        restarts_d = any(isinstance(cb, DiscriminatorBalance) and cb.mode == "reset" for cb in trainer.callbacks)
+        if self.weights["gan_weight"] > 0 and not restarts_d:
             rank_zero_warn(
-                "distill: a student trained from scratch against an already trained discriminator tends to collapse (in"
-                " benchmarks/distill.py to FID ~1500 and one class, against ~68 with --distill.gan_weight 0): if it does,"
-                " train it from the teacher alone with --distill.gan_weight 0"
+                "distill: a student trained from scratch against an already trained discriminator tends to collapse (README:"
+                " FID ~800-1700 and one class on the digits); let the discriminator restart when it overpowers the student"
+                " (the balance control, on in train.py unless --balance.mode off) or train it from the teacher alone with --distill.gan_weight 0"
             )
         rank_zero_info(
             f"distill: epoch {trainer.current_epoch}: the generator is now the student {spec['class_path']}({spec['init_args']}):"

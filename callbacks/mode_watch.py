@@ -22,7 +22,7 @@ from callbacks.state import StateContract
 from gan_lightning.core.hooks import GANCallback
 
 ADVICE = (
-    "keep --balance.mode adaptive (or lower --balance.min_scale), prune the discriminator too (--prune.discriminator_amount),"
+    "restart the discriminator after cuts too (--balance.judge any), prune the discriminator as well (--prune.discriminator_amount),"
     " compress less at once (--prune.schedule iterative or dynamic), or add --callbacks distill"
 )
 

@@ -87,6 +87,26 @@ def test_never_acts_without_an_event_or_when_off(seeded):
     assert same(d_weights(run.module), trained) and balance.decisions == off.decisions == [] and off.margin is None
 
 
+def test_by_default_only_a_replaced_generator_is_judged(seeded):
+    run, balance = Run(tiny_module(loss="lsgan")), DiscriminatorBalance(window=1, probe_steps=1)
+    balance.on_fit_start(run.trainer, run.module)
+    run.steps(balance, 0.5, 2)
+    run.event(balance)  # the same generator object, cut in place
+    run.steps(balance, 5.0, 2)
+    assert balance.decisions == []
+    run.steps(balance, 0.5, 2)
+    run.module.generator = copy.deepcopy(run.module.generator)  # a student took its place
+    run.event(balance)
+    run.steps(balance, 5.0, 1)
+    assert [d[-1] for d in balance.decisions] == [True]
+    judge_any = DiscriminatorBalance(judge="any", window=1, probe_steps=1)
+    judge_any.on_fit_start(run.trainer, run.module)
+    run.steps(judge_any, 0.5, 2)
+    run.event(judge_any)
+    run.steps(judge_any, 5.0, 1)
+    assert [d[-1] for d in judge_any.decisions] == [True]
+
+
 def test_a_discriminator_change_is_not_judged(seeded):
     run, balance = Run(tiny_module(loss="lsgan")), DiscriminatorBalance(window=1, probe_steps=1)
     run.steps(balance, 0.5, 2)
@@ -107,7 +127,7 @@ def test_unmeasured_reference_falls_back_to_the_loss_default_or_is_not_judged(se
     assert balance.reference == 2.0
 
 
-@pytest.mark.parametrize("kwargs", [{"mode": "sometimes"}, {"tolerance": -0.1}, {"window": 0}, {"probe_steps": 0}])
+@pytest.mark.parametrize("kwargs", [{"mode": "sometimes"}, {"judge": "cuts"}, {"tolerance": -0.1}, {"window": 0}, {"probe_steps": 0}])
 def test_bad_options_are_refused_naming_the_flag(kwargs):
     with pytest.raises(ConfigError, match=f"--balance.{next(iter(kwargs))}"):
         DiscriminatorBalance(**kwargs)
@@ -143,7 +163,7 @@ def test_a_pending_probe_survives_resume(tmp_path):
     """Stopped while the event is still being judged, the resumed run finishes judging it
     against the same reference."""
     prune = ["--callbacks", "prune", "--prune.start_epoch", "1", "--prune.metric", "none", "--metrics.every_n_epochs", "0",
-             "--checkpoint.monitor", "null", "--model.loss", "lsgan"]
+             "--checkpoint.monitor", "null", "--model.loss", "lsgan", "--balance.judge", "any"]
     GANLightningCLI(args=["fit", *tiny_run_args(tmp_path / "a", *prune, "--trainer.max_epochs", "2", "--balance.probe_steps", "100")])
     last = next((tmp_path / "a").rglob("last.ckpt"))
     saved = torch.load(last, weights_only=True)["callbacks"]["DiscriminatorBalance"]
@@ -160,7 +180,7 @@ def test_ddp_ranks_take_the_same_decision_and_keep_identical_weights(tmp_path):
     r0, r1 = train_py_ddp(
         tmp_path, "--config", str(REPO / "tests" / "tiny.yaml"), "--trainer.max_epochs", "2", "--model.loss", "lsgan",
         "--callbacks", "prune", "--prune.start_epoch", "1", "--prune.metric", "none",
-        "--balance.target_margin", "-1", "--balance.probe_steps", "1",  # any margin crosses it: D restarts
+        "--balance.judge", "any", "--balance.target_margin", "-1", "--balance.probe_steps", "1",  # any margin crosses it: D restarts
         "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path),
         "--trainer.callbacks+=tests.probes.RankDump", "--trainer.callbacks.out_dir", str(dump),
     )
