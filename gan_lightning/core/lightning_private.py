@@ -49,11 +49,11 @@ def refresh_training_state(trainer: Trainer, keep_unchanged: bool = True) -> Non
     weights, so every rank continues from identical ones.
 
     ``keep_unchanged``: an optimizer whose parameters are all the very tensors it had before
-    (a GAN's discriminator when only the generator was cut) keeps its moments. A fresh Adam
-    moves every weight by about its full learning rate in its first steps (the bias correction
-    makes m/sqrt(v) ~ sign(g)), and that jolt of an already trained discriminator, right when
-    the generator is weakest, is one of the causes of collapse after a cut (README, "When D
-    overpowers a compressed G"). False: fresh moments for all (a rewind, a re-initialisation)."""
+    (a GAN's discriminator when only the generator was cut) keeps its moments, which still
+    describe those weights: a fresh Adam would move every weight of an already trained
+    discriminator by about its full learning rate in its first steps (the bias correction makes
+    m/sqrt(v) ~ sign(g)), right when the generator is weakest (docs/balance.md). False: fresh
+    moments for all (a rewind, a re-initialisation)."""
     strategy = trainer.strategy
     before = [(optimizer, [p for group in optimizer.param_groups for p in group["params"]]) for optimizer in strategy.optimizers]
     strategy.setup_optimizers(trainer)
