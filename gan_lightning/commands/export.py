@@ -1,8 +1,8 @@
 """Export the sampling generator of a checkpoint: compact PyTorch, TorchScript or ONNX, with a model card.
 
     python -m gan_lightning.commands.export --ckpt_path runs/.../checkpoints/last.ckpt --out g.pt             # compact
-    python -m gan_lightning.commands.export --ckpt_path ... --out g.onnx --format onnx                      # needs the export extra
-    python -m gan_lightning.commands.export --ckpt_path ... --out g.ts --format torchscript
+    python -m gan_lightning.commands.export --ckpt_path ... --out g.onnx                                    # needs the export extra
+    python -m gan_lightning.commands.export --ckpt_path ... --out g.ts                                      # TorchScript
 
 Every format holds the sampling generator only (the EMA copy when the run keeps one), with
 pruning masks already in its weights; the discriminator, a distillation teacher and its
@@ -33,6 +33,20 @@ from gan_lightning.deploy.runtimes import RUNTIMES, latents, write_verified
 from gan_lightning.errors import CheckpointError, ConfigError
 
 FORMATS = ("compact", *RUNTIMES)
+# What a file name's suffix says it holds, when --format is left out. ``.pt`` is torch's generic
+# suffix: it means the compact format here, and is also accepted with --format torchscript.
+SUFFIX_FORMATS = {".onnx": "onnx", ".ts": "torchscript", ".pt": "compact"}
+
+
+def format_for(out: Path, fmt: Optional[str]) -> str:
+    """The format to write: ``fmt``, or the one ``out``'s suffix names (compact for any other);
+    a suffix that names another format than an explicit ``fmt`` is refused."""
+    named = SUFFIX_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        return named or "compact"
+    if named is not None and named != fmt and not (out.suffix.lower() == ".pt" and fmt == "torchscript"):
+        raise ConfigError(f"--out {out} names a {named} file but --format is {fmt}: leave --format out, or name the file {out.with_suffix(next(k for k, v in SUFFIX_FORMATS.items() if v == fmt))}")
+    return fmt
 
 
 def _refuse_overwrite(paths: list[Path], ckpt_path: Path, overwrite: bool) -> None:
@@ -72,13 +86,15 @@ def load_for_export(ckpt_path: str | Path) -> tuple[GANModule, dict[str, Any], d
 
 
 def export_checkpoint(
-    ckpt_path: str | Path, out: str | Path, fmt: str = "compact", sparse: bool = True, overwrite: bool = False, rewrite: bool = False
+    ckpt_path: str | Path, out: str | Path, fmt: Optional[str] = None, sparse: bool = True, overwrite: bool = False, rewrite: bool = False
 ) -> dict[str, Any]:
-    """Export the sampling generator of a train.py checkpoint in ``fmt`` and write its model
-    card; returns the card (the compact format's size report is under ``"sizes"``). ``rewrite``
-    applies :func:`~gan_lightning.deploy.inference.for_inference` first (TorchScript/ONNX only)."""
-    if fmt not in FORMATS:
+    """Export the sampling generator of a train.py checkpoint in ``fmt`` (default: the one
+    ``out``'s suffix names, see :func:`format_for`) and write its model card; returns the card
+    (the compact format's size report is under ``"sizes"``). ``rewrite`` applies
+    :func:`~gan_lightning.deploy.inference.for_inference` first (TorchScript/ONNX only)."""
+    if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    fmt = format_for(Path(out), fmt)
     if rewrite and fmt == "compact":
         raise ConfigError("--inference_rewrite applies to --format torchscript or onnx; the compact format stores the generator as trained")
     ckpt_path, out = Path(ckpt_path), Path(out)
@@ -140,7 +156,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint written by train.py")
     parser.add_argument("--out", type=Path, required=True, help="the file to write, e.g. g.pt, g.ts or g.onnx")
-    parser.add_argument("--format", choices=FORMATS, default="compact", help="compact (gan-lightning, smallest), torchscript or onnx (needs the export extra)")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="compact (gan-lightning, smallest), torchscript or onnx (needs the export extra); default: from --out's suffix"
+                        " (.onnx, .ts; .pt and any other: compact)")
     parser.add_argument("--dense", action="store_true", help="compact format: store every tensor dense (for comparison)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out and its card if they exist")
     parser.add_argument("--inference_rewrite", action="store_true",

@@ -89,3 +89,24 @@ def test_the_inference_rewrite_is_verified_against_the_generator_as_trained(tmp_
     assert json.loads((tmp_path / "fast.ts.card.json").read_text())["verification"]["inference_rewrite"] is True
     assert export_command.main(["--ckpt_path", str(distilled), "--out", str(tmp_path / "g.pt"), "--inference_rewrite"]) == 2
     assert "--inference_rewrite applies to --format torchscript or onnx" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("g.onnx", None), ("g.ts", None), ("g.pt", None), ("g.bin", None), ("g.pt", "torchscript"), ("g.x", "onnx")])
+def test_the_format_follows_the_file_name_unless_given(tmp_path, name, fmt):
+    expected = fmt or {"g.onnx": "onnx", "g.ts": "torchscript"}.get(name, "compact")
+    assert export_command.format_for(tmp_path / name, fmt) == expected
+
+
+@pytest.mark.parametrize(("name", "fmt", "hint"), [("g.onnx", "compact", "g.pt"), ("g.ts", "onnx", "g.onnx"), ("g.pt", "onnx", "g.onnx")])
+def test_a_file_name_that_names_another_format_is_refused(tmp_path, distilled, capsys, name, fmt, hint):
+    out = tmp_path / name
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(out), "--format", fmt]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {out} names a {export_command.SUFFIX_FORMATS[out.suffix]} file but --format is {fmt}: leave --format out, or name the file {tmp_path / hint}"
+    assert not out.exists()
+
+
+def test_an_onnx_name_without_format_writes_onnx(tmp_path, distilled):
+    out = tmp_path / "g.onnx"
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(out)]) == 0
+    assert out.read_bytes()[:2] != b"PK"  # not a torch zip archive
+    assert load_runtime(out).z_dim == 8
