@@ -14,7 +14,8 @@ found. After an event it averages the margin of the next ``probe_steps`` steps, 
 exceeds the running average by more than ``tolerance`` of it, the discriminator starts afresh:
 new weights (seeded, the same on every rank), new BatchNorm statistics, new optimizer moments.
 The compressed generator and a new D then find their balance together, as a dense pair does from
-scratch, while distillation (when on) keeps the generator close to its teacher. A margin under
+scratch, while distillation (when on) keeps the generator close to its teacher; the generator's
+adversarial term comes back linearly over ``ramp_epochs`` after the restart. A margin under
 the threshold leaves D as it is. Measured alternatives that did not work (slowing D, lowering
 the generator's adversarial weight) are in the README.
 
@@ -72,6 +73,9 @@ class DiscriminatorBalance(StateContract, GANCallback):
             average of about that span, >= 1).
         probe_steps: discriminator steps after an event whose mean margin is judged (>= 1).
         target_margin: the reference margin; default: the running margin just before the event.
+        ramp_epochs: after a restart, the generator's adversarial term comes back linearly over
+            this many epochs (from 0: the generator first learns from the teacher while the new D
+            learns what real samples look like); 0 brings it back at once (>= 0).
         seed: seed of the restarted discriminator's weights.
     """
 
@@ -81,6 +85,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
         "reference": lambda: None,  # the margin the event is judged against
         "probe": lambda: None,  # margins since the event being judged; None: no event pending
         "decisions": list,  # [epoch, batch, probe margin, threshold, restarted] per event
+        "ramp": lambda: None,  # batches since D restarted, while G's adversarial term ramps back in
     }
 
     def __init__(
@@ -91,6 +96,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
         window: int = 50,
         probe_steps: int = 5,
         target_margin: Optional[float] = None,
+        ramp_epochs: float = 4.0,
         seed: int = 0,
     ) -> None:
         if mode not in ("reset", "off"):
@@ -107,6 +113,9 @@ class DiscriminatorBalance(StateContract, GANCallback):
         self.window = window
         self.probe_steps = probe_steps
         self.target_margin = target_margin
+        if not ramp_epochs >= 0:
+            raise ConfigError(f"--balance.ramp_epochs must be a number >= 0, got {ramp_epochs}")
+        self.ramp_epochs = ramp_epochs
         self.seed = seed
         self.reset_state()
         self._generator: Optional[torch.nn.Module] = None  # the generator object of the last event (runtime only)
@@ -150,8 +159,18 @@ class DiscriminatorBalance(StateContract, GANCallback):
             return
         if self.probe is not None and len(self.probe) >= self.probe_steps:
             self._decide(trainer, pl_module)
+        elif self.ramp is not None:
+            self.ramp += 1
         if self.margin is not None:
             pl_module.log("balance/d_margin", self.margin, batch_size=1)
+
+    def adversarial_weight(self, trainer: Trainer, module) -> float:
+        if self.ramp is None:
+            return 1.0
+        weight = self.ramp / max(self.ramp_epochs * trainer.num_training_batches, 1.0)
+        if weight >= 1.0:
+            self.ramp = None
+        return min(weight, 1.0)
 
     def _decide(self, trainer: Trainer, module) -> None:
         probe, threshold = statistics.fmean(self.probe), self.threshold
@@ -165,6 +184,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
                 if any(id(p) in owned for group in optimizer.param_groups for p in group["params"]):
                     optimizer.state.clear()
             self.margin = None  # the new pair finds a new balance
+            self.ramp = 0 if self.ramp_epochs > 0 else None
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics({"balance/d_reset": float(restarted), "balance/probe_margin": probe}, step=logging_step(trainer))

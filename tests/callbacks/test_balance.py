@@ -65,6 +65,24 @@ def test_restarts_d_when_its_margin_after_the_event_crosses_the_threshold(seeded
     assert balance.decisions == [[3, 9, 0.9, 0.55, True]] and balance.margin is None
 
 
+def test_after_a_restart_the_adversarial_term_ramps_back_in(seeded):
+    run, balance = Run(tiny_module(loss="lsgan")), DiscriminatorBalance(window=1, probe_steps=1, ramp_epochs=1.0)
+    run.trainer.num_training_batches = 4
+    run.steps(balance, 0.5, 2)
+    assert balance.adversarial_weight(run.trainer, run.module) == 1.0  # no restart, no ramp
+    run.event(balance)
+    weights = []
+    for _ in range(6):
+        run.steps(balance, 0.9, 1)  # the first decides: D restarts
+        weights.append(balance.adversarial_weight(run.trainer, run.module))
+    assert weights == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0] and balance.ramp is None
+    kept = DiscriminatorBalance(window=1, probe_steps=1, ramp_epochs=1.0)
+    run.steps(kept, 0.5, 2)
+    run.event(kept)
+    run.steps(kept, 0.5, 3)  # under the threshold: D kept, nothing to ramp
+    assert kept.adversarial_weight(run.trainer, run.module) == 1.0 and kept.ramp is None
+
+
 def test_keeps_d_when_its_margin_after_the_event_stays_under_the_threshold(seeded):
     run, balance = Run(tiny_module(loss="lsgan")), DiscriminatorBalance(window=1, probe_steps=3, tolerance=0.1)
     run.steps(balance, 0.5, 4)
@@ -127,7 +145,7 @@ def test_unmeasured_reference_falls_back_to_the_loss_default_or_is_not_judged(se
     assert balance.reference == 2.0
 
 
-@pytest.mark.parametrize("kwargs", [{"mode": "sometimes"}, {"judge": "cuts"}, {"tolerance": -0.1}, {"window": 0}, {"probe_steps": 0}])
+@pytest.mark.parametrize("kwargs", [{"mode": "sometimes"}, {"judge": "cuts"}, {"tolerance": -0.1}, {"ramp_epochs": -1}, {"window": 0}, {"probe_steps": 0}])
 def test_bad_options_are_refused_naming_the_flag(kwargs):
     with pytest.raises(ConfigError, match=f"--balance.{next(iter(kwargs))}"):
         DiscriminatorBalance(**kwargs)
