@@ -5,10 +5,11 @@ meets, after a compression event (a structured cut, a low-rank factorization, a 
 student taking the generator's place), a generator that is suddenly much worse. It separates
 the two perfectly (LSGAN: D(real) ~ 1, D(fake) ~ 0), and its gradient drives the weakened
 generator onto the few samples it still rates highly: a student from scratch ends drawing one
-class and stays there (README, "When D overpowers a compressed G", has the measurements).
+class and stays there (docs/balance.md has the measurements).
 
 By default it judges the events where the generator is replaced by a new one (``--distill.student``);
-``--balance.judge any`` judges cuts and factorizations too. The control measures D's margin, mean D(real) minus mean D(fake), in every discriminator step.
+``--balance.judge any`` judges cuts and factorizations too. The control measures D's margin,
+mean D(real) minus mean D(fake), in every discriminator step.
 Before an event it keeps a running average over ``window`` steps: the balance the dense pair
 found. After an event it averages the margin of the next ``probe_steps`` steps, and when that
 exceeds the running average by more than ``tolerance`` of it, the discriminator starts afresh:
@@ -17,7 +18,7 @@ The compressed generator and a new D then find their balance together, as a dens
 scratch, while distillation (when on) keeps the generator close to its teacher; the generator's
 adversarial term comes back linearly over ``ramp_epochs`` after the restart. A margin under
 the threshold leaves D as it is. Measured alternatives that did not work (slowing D, lowering
-the generator's adversarial weight) are in the README.
+the generator's adversarial weight from the margin) are in docs/balance.md.
 
 Every rank decides on the margin averaged over all ranks, so DDP ranks stay identical. Logged
 every batch: ``balance/d_margin``; at each decision: ``balance/d_reset`` (1 or 0) and
