@@ -27,7 +27,6 @@ every batch: ``balance/d_margin``; at each decision: ``balance/d_reset`` (1 or 0
 
 from __future__ import annotations
 
-import statistics
 from typing import Literal, Optional
 
 import torch
@@ -36,6 +35,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.any_module import is_gan
 from callbacks.state import StateContract
+from gan_lightning.compress.pruning import reinitialize
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.errors import ConfigError
@@ -47,15 +47,9 @@ from gan_lightning.errors import ConfigError
 UNMEASURED_REFERENCE = {"lsgan": 0.5, "hinge": 1.0}
 
 
-def restart(network: torch.nn.Module, seed: int) -> None:
-    """Fresh initial weights and BatchNorm statistics, the same for the same seed on every rank."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for m in network.modules():
-            if hasattr(m, "reset_parameters") and list(m.parameters(recurse=False)):
-                m.reset_parameters()
-            if hasattr(m, "reset_running_stats"):
-                m.reset_running_stats()
+def mean_over_ranks(trainer: Trainer, module, value: float) -> float:
+    """``value`` averaged over all ranks (the same number on every rank, so all decide alike)."""
+    return float(trainer.strategy.reduce(torch.tensor(value, device=module.device), reduce_op="mean"))
 
 
 class DiscriminatorBalance(StateContract, GANCallback):
@@ -82,9 +76,9 @@ class DiscriminatorBalance(StateContract, GANCallback):
 
     option_group = "balance"
     STATE = {
-        "margin": lambda: None,  # the running margin (None until measured, and after a restart)
-        "reference": lambda: None,  # the margin the event is judged against
-        "probe": lambda: None,  # margins since the event being judged; None: no event pending
+        "margin": lambda: None,  # the running margin, this rank's (None until measured, and after a restart)
+        "reference": lambda: None,  # the margin the event is judged against, averaged over ranks
+        "probe": lambda: None,  # this rank's margins since the event being judged; None: no event pending
         "decisions": list,  # [epoch, batch, probe margin, threshold, restarted] per event
         "ramp": lambda: None,  # batches since D restarted, while G's adversarial term ramps back in
     }
@@ -108,18 +102,33 @@ class DiscriminatorBalance(StateContract, GANCallback):
             raise ConfigError(f"--balance.window and --balance.probe_steps must be integers >= 1, got {window} and {probe_steps}")
         if judge not in ("replaced", "any"):
             raise ConfigError(f"--balance.judge must be replaced or any, got {judge!r}")
+        if not ramp_epochs >= 0:
+            raise ConfigError(f"--balance.ramp_epochs must be a number >= 0, got {ramp_epochs}")
         self.mode = mode
         self.judge = judge
         self.tolerance = tolerance
         self.window = window
         self.probe_steps = probe_steps
         self.target_margin = target_margin
-        if not ramp_epochs >= 0:
-            raise ConfigError(f"--balance.ramp_epochs must be a number >= 0, got {ramp_epochs}")
         self.ramp_epochs = ramp_epochs
         self.seed = seed
         self.reset_state()
         self._generator: Optional[torch.nn.Module] = None  # the generator object of the last event (runtime only)
+
+    # The running margin stays a tensor where D's outputs are, so a discriminator step costs no
+    # host synchronisation and no collective; ranks are averaged only when an event is judged.
+    @property
+    def margin(self) -> Optional[float]:
+        return None if self._running is None else float(self._running)
+
+    @margin.setter
+    def margin(self, value: Optional[float]) -> None:
+        self._running = None if value is None else torch.tensor(float(value))
+
+    @property
+    def restarts_discriminator(self) -> bool:
+        """Whether this control may restart D (the distill callback warns about students otherwise)."""
+        return self.mode == "reset"
 
     @property
     def threshold(self) -> float:
@@ -134,7 +143,9 @@ class DiscriminatorBalance(StateContract, GANCallback):
         replaced, self._generator = module.generator is not self._generator, module.generator
         if self.judge == "replaced" and not replaced:
             return  # a cut or a factorization keeps most of what G had learnt (README: restarting D there cost FID)
-        reference = self.target_margin if self.target_margin is not None else self.margin
+        reference = self.target_margin
+        if reference is None and self._running is not None:
+            reference = mean_over_ranks(trainer, module, float(self._running))
         if reference is None:
             reference = UNMEASURED_REFERENCE.get(module.hparams.get("loss"))
         if reference is None:
@@ -148,11 +159,13 @@ class DiscriminatorBalance(StateContract, GANCallback):
     def on_discriminator_outputs(self, trainer: Trainer, module, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
         if self.mode == "off":
             return
-        margin = float(trainer.strategy.reduce((d_real - d_fake).detach().float(), reduce_op="mean"))
+        margin = (d_real - d_fake).detach().float()
         if self.probe is not None:
             self.probe.append(margin)
+        elif self._running is None:
+            self._running = margin
         else:
-            self.margin = margin if self.margin is None else self.margin + (margin - self.margin) / self.window
+            self._running = torch.lerp(self._running.to(margin.device), margin, 1.0 / self.window)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         """Decided between batches, never inside a step: D's weights change only here."""
@@ -162,8 +175,8 @@ class DiscriminatorBalance(StateContract, GANCallback):
             self._decide(trainer, pl_module)
         elif self.ramp is not None:
             self.ramp += 1
-        if self.margin is not None:
-            pl_module.log("balance/d_margin", self.margin, batch_size=1)
+        if self._running is not None:
+            pl_module.log("balance/d_margin", self._running, batch_size=1)
 
     def adversarial_weight(self, trainer: Trainer, module) -> float:
         if self.ramp is None:
@@ -174,12 +187,13 @@ class DiscriminatorBalance(StateContract, GANCallback):
         return min(weight, 1.0)
 
     def _decide(self, trainer: Trainer, module) -> None:
-        probe, threshold = statistics.fmean(self.probe), self.threshold
+        probe = mean_over_ranks(trainer, module, float(torch.stack([m.cpu() for m in self.probe]).mean()))
+        threshold = self.threshold
         restarted = probe > threshold
         self.probe = None
         self.decisions.append([trainer.current_epoch, logging_step(trainer), round(probe, 4), round(threshold, 4), restarted])
         if restarted:
-            restart(module.discriminator, self.seed + len(self.decisions))
+            reinitialize(module.discriminator, seed=self.seed + len(self.decisions))
             owned = {id(p) for p in module.discriminator.parameters()}
             for optimizer in trainer.optimizers:  # its moments described the old weights
                 if any(id(p) in owned for group in optimizer.param_groups for p in group["params"]):

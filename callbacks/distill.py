@@ -42,7 +42,6 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from callbacks.any_module import LossTerms, check_networks, is_gan, refuse_gan_only
-from callbacks.balance import DiscriminatorBalance
 from callbacks.compression import forget_best_checkpoints, previous_network
 from callbacks.registry import register
 from callbacks.state import StateContract
@@ -418,7 +417,7 @@ class Distill(StateContract, GANCallback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics({"compress/g_macs": float(student.macs), "compress/g_params": float(student.params)}, step=logging_step(trainer))
-        restarts_d = any(isinstance(cb, DiscriminatorBalance) and cb.mode == "reset" for cb in trainer.callbacks)
+        restarts_d = any(getattr(cb, "restarts_discriminator", False) for cb in trainer.callbacks)
         if self.weights["gan_weight"] > 0 and not restarts_d:
             rank_zero_warn(
                 "distill: a student trained from scratch against an already trained discriminator tends to collapse (README:"

@@ -123,3 +123,12 @@ class FidelityEvaluation(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.last = state_dict.get("last")
+
+
+def measured_modes(trainer: Trainer) -> tuple[Optional[int], Optional[float]]:
+    """The epoch and value of the run's latest ``val/modes``; (None, None) when none was measured."""
+    fidelity = next((cb for cb in trainer.callbacks if isinstance(cb, FidelityEvaluation)), None)
+    last = fidelity.last if fidelity is not None else None
+    if not last or "val/modes" not in last["metrics"]:
+        return None, None
+    return last["epoch"], float(last["metrics"]["val/modes"])

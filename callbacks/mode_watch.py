@@ -11,13 +11,11 @@ silent. Logged at every measurement after an event: ``compress/modes_lost`` (ref
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_warn
 
 from callbacks.any_module import is_gan
-from callbacks.fidelity import FidelityEvaluation
+from callbacks.fidelity import measured_modes
 from callbacks.state import StateContract
 from gan_lightning.core.hooks import GANCallback
 
@@ -25,15 +23,6 @@ ADVICE = (
     "restart the discriminator after cuts too (--balance.judge any), prune the discriminator as well (--prune.discriminator_amount),"
     " compress less at once (--prune.schedule iterative or dynamic), or add --callbacks distill"
 )
-
-
-def measured_modes(trainer: Trainer) -> tuple[Optional[int], Optional[float]]:
-    """The epoch and value of the run's latest ``val/modes``; (None, None) when none was measured."""
-    fidelity = next((cb for cb in trainer.callbacks if isinstance(cb, FidelityEvaluation)), None)
-    last = fidelity.last if fidelity is not None else None
-    if not last or "val/modes" not in last["metrics"]:
-        return None, None
-    return last["epoch"], float(last["metrics"]["val/modes"])
 
 
 class ModeCollapseWatch(StateContract, GANCallback):

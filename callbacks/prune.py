@@ -48,7 +48,7 @@ from callbacks.compression import (
     report_event,
     summary_key,
 )
-from callbacks.mode_watch import measured_modes
+from callbacks.fidelity import measured_modes
 from callbacks.registry import register
 from gan_lightning.compress.importance import Criterion, make_importance, weight_importance
 from gan_lightning.compress.profiling import output_layer
@@ -60,6 +60,7 @@ from gan_lightning.compress.pruning import (
     networks_of,
     prunable_groups,
     recalibrate_batchnorm,
+    reinitialize,
     zero_units,
 )
 from gan_lightning.compress.schedules import make_schedule
@@ -471,12 +472,7 @@ class Prune(CompressionCallback):
             self._reapply_all(module)
             refresh_training_state(trainer, keep_unchanged=False)  # fresh moments for the rewound weights
         if self.retrain == "network":
-            with torch.random.fork_rng():
-                torch.manual_seed(self.seed + self.next_event)
-                for net in self.scoped:
-                    for m in getattr(module, net).modules():
-                        if list(m.parameters(recurse=False)) and hasattr(m, "reset_parameters"):
-                            m.reset_parameters()
+            reinitialize(*(getattr(module, net) for net in self.scoped), seed=self.seed + self.next_event)
             if getattr(module, "generator_ema", None) is not None:
                 module.generator_ema.load_state_dict(module.generator.state_dict())
             self._reapply_all(module)

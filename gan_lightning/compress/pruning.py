@@ -190,3 +190,15 @@ def load_matching(module, state: dict[str, torch.Tensor], networks: list[str]) -
                         ema_key = "generator_ema." + key[len("generator.") :]
                         if ema_key in own:
                             own[ema_key].copy_(value)
+
+
+def reinitialize(*networks: nn.Module, seed: int) -> None:
+    """Fresh initial weights (and, through BatchNorm's own reset, fresh running statistics), the
+    same for the same seed on every rank, leaving the global random state as it was: the
+    ``network`` retrain mode of pruning, and the balance control's restart of a discriminator."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for network in networks:
+            for m in network.modules():
+                if list(m.parameters(recurse=False)) and hasattr(m, "reset_parameters"):
+                    m.reset_parameters()

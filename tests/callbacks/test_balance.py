@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from callbacks.balance import DiscriminatorBalance, restart
+from callbacks.balance import DiscriminatorBalance
 from callbacks.prune import Prune
 from gan_lightning.commands.train import GANLightningCLI
+from gan_lightning.compress.pruning import reinitialize
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.errors import ConfigError
 from tests.helpers import REPO, make_trainer, tiny_digits, tiny_module, tiny_run_args, train_py_ddp
@@ -58,7 +59,7 @@ def test_restarts_d_when_its_margin_after_the_event_crosses_the_threshold(seeded
     assert same(d_weights(run.module), trained) and balance.decisions == []  # still probing
     run.steps(balance, 0.9, 1)
     fresh = copy.deepcopy(run.module.discriminator)
-    restart(fresh, 7 + 1)
+    reinitialize(fresh, seed=7 + 1)
     assert same(d_weights(run.module), {k: v for k, v in fresh.state_dict().items()})  # the seeded fresh D
     assert not same(d_weights(run.module), trained)
     assert len(run.trainer.optimizers[0].state) == 0  # and fresh moments
