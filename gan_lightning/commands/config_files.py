@@ -3,7 +3,8 @@
 jsonargparse reports a broken ``--config`` after a page of usage text, as YAML's own message
 about ``"<unicode string>"`` (the file's name is lost), and lets a key written twice in a
 mapping silently win; a file that is not UTF-8 ends in a traceback. So train.py checks the
-files named by ``--config`` with :func:`check_config_args` before jsonargparse sees them.
+files named by ``--config`` with :func:`check_config_args` before jsonargparse sees them, and
+replaces a shipped preset's name (``configs/wgan_clip.yaml`` typed outside a checkout) by its path.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from gan_lightning.commands.presets import find_preset, preset_names
 from gan_lightning.errors import ConfigError
 
 
@@ -90,15 +92,20 @@ def read_config_file(path: str | Path, flag: str = "--config") -> dict:
     return config
 
 
-def config_args(argv: list[str]) -> list[str]:
-    """The values given to ``--config`` / ``-c`` in ``argv`` (as a file or, for jsonargparse, inline YAML)."""
-    values: list[str] = []
+def _config_positions(argv: list[str]) -> list[tuple[int, str, str]]:
+    """(index in argv, text before the value, value) of every ``--config`` / ``-c`` value."""
+    found = []
     for i, arg in enumerate(argv):
         if arg in ("--config", "-c") and i + 1 < len(argv):
-            values.append(argv[i + 1])
+            found.append((i + 1, "", argv[i + 1]))
         elif arg.startswith("--config="):
-            values.append(arg.split("=", 1)[1])
-    return values
+            found.append((i, "--config=", arg.split("=", 1)[1]))
+    return found
+
+
+def config_args(argv: list[str]) -> list[str]:
+    """The values given to ``--config`` / ``-c`` in ``argv`` (as a file or, for jsonargparse, inline YAML)."""
+    return [value for _, _, value in _config_positions(argv)]
 
 
 def _inline_yaml(value: str) -> dict | None:
@@ -110,10 +117,21 @@ def _inline_yaml(value: str) -> dict | None:
     return parsed if isinstance(parsed, dict) else None
 
 
-def check_config_args(argv: list[str]) -> None:
-    """Refuse, with one sentence, a ``--config`` file that is missing, a folder, not UTF-8, not
-    valid YAML, empty, not a mapping or with a key written twice."""
-    for value in config_args(argv):
-        if not Path(value).exists() and _inline_yaml(value) is not None:
-            continue
+def check_config_args(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--config`` that names a shipped preset rather than an existing file
+    replaced by the preset's path; refuses, with one sentence, a ``--config`` that is neither, or a
+    file that is a folder, not UTF-8, not valid YAML, empty, not a mapping or with a key written twice."""
+    argv = list(argv)
+    for i, before, value in _config_positions(argv):
+        if not Path(value).exists():
+            if _inline_yaml(value) is not None:
+                continue
+            preset = find_preset(value)
+            if preset is None:
+                raise ConfigError(
+                    f"--config {value} does not exist; pass a YAML file, or one of the shipped presets by name or as"
+                    f" configs/NAME.yaml: {', '.join(preset_names())}"
+                )
+            argv[i], value = before + str(preset), str(preset)
         read_config_file(value)
+    return argv

@@ -35,6 +35,7 @@ from datamodules.base import GANDataModule
 from gan_lightning.class_paths import allow_classes
 from gan_lightning.commands.config_files import check_config_args
 from gan_lightning.commands.console import run
+from gan_lightning.commands.presets import preset_path
 from gan_lightning.core.checkpoint import AtomicCheckpointIO, read_checkpoint
 from gan_lightning.core.loggers import describe_run, run_dir, settle_wandb_mode, wandb_offline_warning
 from gan_lightning.core.module import GANModule
@@ -42,7 +43,7 @@ from gan_lightning.errors import CheckpointError, ConfigError
 from gan_lightning.quality.evaluation import check_metrics_setup
 from gan_lightning.quality.fidelity import FIDELITY_NAMES
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+DEFAULT_CONFIG = preset_path("default")
 SUBCOMMANDS = ("fit", "validate")
 FIDELITY_KEYS = tuple(f"val/{name}" for name in FIDELITY_NAMES)
 
@@ -377,8 +378,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.argv[1:] = with_default_subcommand(sys.argv[1:])
 
     def fit() -> None:
-        check_config_args(sys.argv[1:] if argv is None else argv)  # before jsonargparse's usage page
-        GANLightningCLI(args=None if argv is None else with_default_subcommand(argv))
+        args = check_config_args(sys.argv[1:] if argv is None else argv)  # before jsonargparse's usage page
+        if argv is None:
+            sys.argv[1:] = args  # DDP re-launches with sys.argv: its ranks must find the same preset files
+        GANLightningCLI(args=None if argv is None else with_default_subcommand(args))
 
     # MisconfigurationException: Lightning's own one-line refusals of a Trainer setting
     try:
