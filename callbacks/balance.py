@@ -33,7 +33,7 @@ import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.any_module import is_gan
+from callbacks.target import target_of
 from callbacks.state import StateContract
 from gan_lightning.compress.pruning import reinitialize
 from gan_lightning.core.hooks import GANCallback
@@ -138,7 +138,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
         self._generator = getattr(pl_module, "generator", None)
 
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous) -> None:
-        if self.mode == "off" or network != "generator" or not is_gan(module):
+        if self.mode == "off" or network != "generator" or not target_of(module).adversarial:
             return  # a smaller discriminator is no threat to the generator
         replaced, self._generator = module.generator is not self._generator, module.generator
         if self.judge == "replaced" and not replaced:

@@ -18,11 +18,11 @@ from typing import Any, Callable, ClassVar, Literal, Optional
 import torch
 from pytorch_lightning import Trainer
 
-from callbacks.any_module import is_gan
+from callbacks.target import target_of
 from callbacks.fidelity import FidelityEvaluation
 from callbacks.state import StateContract
 from gan_lightning.compress.profiling import interleaved_latency_ms, network_cost
-from gan_lightning.compress.pruning import GAN_NETWORKS, example_input
+from gan_lightning.compress.pruning import example_input
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
@@ -86,7 +86,7 @@ class CompressionCallback(StateContract, GANCallback):
     def reported(self, module) -> list[str]:
         """The networks every event report covers, the first one's latency measured: a GAN's
         generator and discriminator whatever was compressed, else the networks in scope."""
-        return list(GAN_NETWORKS) if is_gan(module) else self.scoped
+        return target_of(module).reported(self.scoped)
 
     def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
         """The epoch of this callback's last change to the networks' layers; None when its
@@ -157,7 +157,7 @@ def quality_change(summary: dict[str, float], metric: str) -> str:
 def resolve_metric(trainer: Trainer, module, metric: QualityMetric, option_group: str) -> tuple[str, Optional[FidelityEvaluation]]:
     """``auto`` is FID when the run measures FID (``--metrics.features`` not none), else SWD;
     both measure a GAN's samples, so on any other LightningModule ``auto`` is none."""
-    if not is_gan(module):
+    if not target_of(module).adversarial:
         if metric in ("fid", "swd"):
             raise ConfigError(f"--{option_group}.metric {metric} measures a GAN's samples: on {type(module).__name__} use auto or none")
         return "none", None
@@ -202,15 +202,6 @@ class Before:
 
 def before_event(trainer: Trainer, module, network: str, metric: str, fidelity: Optional[FidelityEvaluation]) -> Before:
     return Before(copy.deepcopy(getattr(module, network)), getattr(module, "z_dim", None), measure_quality(trainer, module, metric, fidelity))
-
-
-def previous_network(module, network: str) -> Optional[torch.nn.Module]:
-    """What ``on_architecture_changed`` hands over as ``previous`` (a distillation teacher): a
-    copy of a GAN's sampling generator (the EMA copy when there is one) for a generator change,
-    nothing for the discriminator, and a copy of the network itself on any other module."""
-    if not is_gan(module):
-        return copy.deepcopy(getattr(module, network))
-    return copy.deepcopy(module.sampling_generator) if network == "generator" else None
 
 
 def report_event(
@@ -266,7 +257,7 @@ def report_event(
         latency_ms_after=round(latency["after"], 4), speedup=round(summary["compress/speedup"], 3), metric=metric,
         metric_before=round(before.metric, 4), metric_after=round(after_metric, 4),
     )
-    if is_gan(module):  # the table's g_*/d_* columns
+    if target_of(module).adversarial:  # the table's g_*/d_* columns
         g, d = costs["generator"], costs["discriminator"]
         row.g_sparsity, row.d_sparsity = round(summary["compress/sparsity"], 4), round(summary["compress/d_sparsity"], 4)
         row.g_params, row.g_macs, row.d_params, row.d_macs = g.params, g.macs, d.params, d.macs
@@ -282,7 +273,7 @@ def report_event(
 def _latency_pair(module, network: str, before: Before, batch: int) -> tuple[dict[str, torch.nn.Module], torch.Tensor]:
     """The network before and after the event, and one input of ``batch`` samples for both: a
     GAN generator's latents, or the network's example input repeated."""
-    if network == "generator" and is_gan(module):
+    if network == "generator" and target_of(module).adversarial:
         z = torch.randn(batch, before.z_dim, device=module.device)
         return {"before": before.network, "after": _Resized(module.generator, module.z_dim)}, z
     example = example_input(module, network)

@@ -21,7 +21,7 @@ perceptual term on discriminator features. The adversarial term is kept, scaled 
 The teacher is frozen (eval mode, no gradients, never in an optimizer) and saved in this
 callback's state with a hash of its weights, so ``--ckpt_path`` resumes with the same teacher.
 
-On a LightningModule that is not a GANModule (``callbacks/any_module.py``) the student is the
+On a LightningModule that is not a GANModule (``callbacks/target.py``) the student is the
 network named by ``network``, the teacher its copy from just before a compression callback
 first changed it, and the one term is the output term: the student's outputs in each training
 step (its logits, for a classifier) against the teacher's on the same inputs, added to the loss
@@ -41,8 +41,8 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from callbacks.any_module import LossTerms, check_networks, is_gan, refuse_gan_only
-from callbacks.compression import forget_best_checkpoints, previous_network
+from callbacks.target import LossTerms, target_of
+from callbacks.compression import forget_best_checkpoints
 from callbacks.registry import register
 from callbacks.state import StateContract
 from gan_lightning.class_paths import check_class_path, class_paths_in
@@ -159,8 +159,9 @@ class Distill(StateContract, GANCallback):
 
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
-        check_networks(module, None if self.network is None else [self.network], "--distill.network", 'Distill(network="model")')
-        if not is_gan(module):
+        target = target_of(module)
+        target.check_networks(None if self.network is None else [self.network], "--distill.network", 'Distill(network="model")')
+        if not target.gan_hooks:
             self._check_any_module(trainer, module)
             return
         if self.feature_layers is not None:
@@ -235,7 +236,7 @@ class Distill(StateContract, GANCallback):
 
     def _check_any_module(self, trainer: Trainer, module) -> None:
         w = self.weights
-        refuse_gan_only(module, {
+        target_of(module).refuse_gan_only({
             "--distill.teacher_ckpt": self.teacher_ckpt is not None, "--distill.alignment_weight": w["alignment_weight"] > 0,
             "--distill.perceptual_weight": w["perceptual_weight"] > 0, "--distill.gan_weight": w["gan_weight"] != 1.0,
             "--distill.feature_layers": self.feature_layers is not None, "--distill.perceptual_layers": self.perceptual_layers is not None,
@@ -316,7 +317,7 @@ class Distill(StateContract, GANCallback):
     def _attach(self, module) -> None:
         """(Re)attach the feature taps by path and size the adapters to the current student; on
         any other LightningModule, keep the student network's training calls."""
-        if not is_gan(module):
+        if not target_of(module).gan_hooks:
             if self._calls is not None:
                 self._calls.remove()
             self.teacher_net.to(module.device)
@@ -359,7 +360,7 @@ class Distill(StateContract, GANCallback):
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
-        if not is_gan(pl_module):  # no GAN hooks: the output term joins the loss training_step returns
+        if not target_of(pl_module).gan_hooks:  # no GAN hooks: the output term joins the loss training_step returns
             self.check_setup(trainer, pl_module, trainer.datamodule)
             self._loss_terms = LossTerms(pl_module, self._output_terms)
         elif self.teacher is None:
@@ -377,7 +378,7 @@ class Distill(StateContract, GANCallback):
             self._attach(module)
 
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous: Optional[nn.Module]) -> None:
-        student = "generator" if is_gan(module) else self.network
+        student = target_of(module).student(self.network)
         if self.teacher_net is None and network == student and previous is not None:
             self._adopt_previous(trainer, module, previous, f"the {student} before compression")
         if self.teacher_net is not None:
@@ -387,11 +388,7 @@ class Distill(StateContract, GANCallback):
         """The network as it was before this run first changed it becomes the teacher."""
         # BatchNorm statistics are each rank's own: rank 0's teacher is everyone's
         previous.load_state_dict(trainer.strategy.broadcast(previous.state_dict(), src=0))
-        spec = None  # a network this project did not build has no class path to rebuild it from
-        if is_gan(module):
-            if not isinstance(getattr(previous, "z_dim", None), int):  # a generator sized by --model.z_dim
-                previous.z_dim = module.hparams.get("z_dim")
-            spec = spec_from_hparams(module.hparams)
+        spec = target_of(module).teacher_spec(previous)
         # the first change of this run: the teacher has no recorded edits
         self._adopt_teacher(previous, spec, {}, {}, source)
 
@@ -403,7 +400,7 @@ class Distill(StateContract, GANCallback):
     def _replace_generator(self, trainer: Trainer, module) -> None:
         """The student takes the generator's place (rank 0's initial weights on every rank: the
         DDP wrapper rebuilt by ``architecture_changed`` broadcasts them)."""
-        previous = previous_network(module, "generator")
+        previous = target_of(module).previous("generator")
         if self.teacher_net is None:
             self._adopt_previous(trainer, module, previous, f"the run's generator at epoch {trainer.current_epoch}")
         spec = self.student_spec(module)

@@ -1,5 +1,5 @@
 """lowrank: replace the generator's (or discriminator's) layers by truncated-SVD factors, then fine-tune;
-on any other LightningModule, the layers of the networks named by ``networks`` (see ``callbacks/any_module.py``).
+on any other LightningModule, the layers of the networks named by ``networks`` (see ``callbacks/target.py``).
 
 At the start of epoch ``epoch`` every Linear and ungrouped (transposed) convolution of the
 chosen network(s) whose MACs would drop is replaced by two thinner layers (see
@@ -19,8 +19,8 @@ from typing import Literal, Optional
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from callbacks.any_module import check_networks
-from callbacks.compression import CompressionCallback, QualityMetric, previous_network, quality_change, report_event, summary_key
+from callbacks.target import target_of
+from callbacks.compression import CompressionCallback, QualityMetric, quality_change, report_event, summary_key
 from callbacks.registry import register
 from gan_lightning.compress.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, plan_ranks
 from gan_lightning.compress.profiling import output_layer
@@ -111,7 +111,7 @@ class LowRankFactorization(CompressionCallback):
     # ------------------------------------------------------------------ checks
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
-        check_networks(module, self.networks, "--lowrank.networks", 'LowRankFactorization(networks=["model"])')
+        target_of(module).check_networks(self.networks, "--lowrank.networks", 'LowRankFactorization(networks=["model"])')
         super().check_setup(trainer, module, datamodule)
         candidates = {net: candidate_layers(getattr(module, net), example_input(module, net)) for net in self.reported(module)}
         names = {f"{net}.{n}" for net, layers in candidates.items() for n in layers}
@@ -188,7 +188,7 @@ class LowRankFactorization(CompressionCallback):
             )
         else:
             changed = sorted({key.split(".", 1)[0] for key in ranks}, reverse=True)  # a GAN's generator first
-            previous = {net: previous_network(module, net) for net in changed}
+            previous = {net: target_of(module).previous(net) for net in changed}
             factorize_module(module, ranks)
             # new parameters: new optimizer moments, and under DDP a new wrapper (it also
             # broadcasts rank 0's factors, so SVD round-off cannot split the ranks)

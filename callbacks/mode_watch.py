@@ -14,7 +14,7 @@ from __future__ import annotations
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_warn
 
-from callbacks.any_module import is_gan
+from callbacks.target import target_of
 from callbacks.fidelity import measured_modes
 from callbacks.state import StateContract
 from gan_lightning.core.hooks import GANCallback
@@ -41,7 +41,7 @@ class ModeCollapseWatch(StateContract, GANCallback):
         self.reset_state()
 
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous) -> None:
-        if self.event_epoch is None and is_gan(module):
+        if self.event_epoch is None and target_of(module).adversarial:
             self.event_epoch = trainer.current_epoch
             # the fidelity callback's last measurement (restored on resume) predates the event
             self.reference = measured_modes(trainer)[1]

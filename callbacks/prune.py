@@ -1,5 +1,5 @@
 """prune: make the generator (and, if asked, the discriminator) smaller and faster; on any other
-LightningModule, the networks named by ``networks`` (see ``callbacks/any_module.py``).
+LightningModule, the networks named by ``networks`` (see ``callbacks/target.py``).
 
 This callback decides *when* to prune and *how much*: its schedule and criterion are values
 chosen once (``gan_lightning.compress.schedules``, ``gan_lightning.compress.importance``);
@@ -33,9 +33,8 @@ from typing import Any, Literal, Optional
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import Subset
 
-from callbacks.any_module import calibration_batches, check_networks, importance_scores, is_gan, refuse_gan_only
+from callbacks.target import target_of
 from callbacks.compression import (
     Before,
     CompressionCallback,
@@ -43,14 +42,13 @@ from callbacks.compression import (
     QualityMetric,
     forget_best_checkpoints,
     measure_quality,
-    previous_network,
     quality_change,
     report_event,
     summary_key,
 )
 from callbacks.fidelity import measured_modes
 from callbacks.registry import register
-from gan_lightning.compress.importance import Criterion, make_importance, weight_importance
+from gan_lightning.compress.importance import Criterion, make_importance
 from gan_lightning.compress.profiling import output_layer
 from gan_lightning.compress.pruning import (
     PruneDecision,
@@ -59,16 +57,14 @@ from gan_lightning.compress.pruning import (
     load_matching,
     networks_of,
     prunable_groups,
-    recalibrate_batchnorm,
     reinitialize,
     zero_units,
 )
 from gan_lightning.compress.schedules import make_schedule
 from gan_lightning.compress.selection import Ranking, units_to_keep, unstructured_masks
 from gan_lightning.compress.surgery import WEIGHTED, out_dim, trace
-from gan_lightning.core.hooks import architecture_changed, synthetic_samples, synthetic_sources
+from gan_lightning.core.hooks import architecture_changed, synthetic_sources
 from gan_lightning.core.lightning_private import logging_step, refresh_training_state
-from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import ConfigError
 
 ScheduleName = Literal["oneshot", "iterative", "gradual", "dynamic"]
@@ -221,13 +217,14 @@ class Prune(CompressionCallback):
 
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
-        check_networks(module, self.networks, "--prune.networks", 'Prune(networks={"model": 0.5})')
-        if not is_gan(module):
-            refuse_gan_only(module, {
-                "--prune.latent_amount": self.latent_amount > 0,  # a generator's latent inputs
-                "--prune.schedule dynamic": self.schedule == "dynamic",  # driven by FID/SWD
-                "--prune.criterion fisher": self.criterion == "fisher",  # per-sample gradients of the network alone
-            })
+        target = target_of(module)
+        target.check_networks(self.networks, "--prune.networks", 'Prune(networks={"model": 0.5})')
+        target.refuse_gan_only({
+            "--prune.latent_amount": self.latent_amount > 0,  # a generator's latent inputs
+            "--prune.schedule dynamic": self.schedule == "dynamic",  # driven by FID/SWD
+            "--prune.criterion fisher": self.criterion == "fisher",  # per-sample gradients of the network alone
+            "--prune.calibration_source vae": self.calibration_source == "vae",
+        })
         super().check_setup(trainer, module, datamodule)
         names = {f"{net}.{n}" for net in self.reported(module) for n, m in getattr(module, net).named_modules() if isinstance(m, WEIGHTED)}
         if self.skip_layers is not None:
@@ -253,11 +250,9 @@ class Prune(CompressionCallback):
                     f"--prune.calibration_source vae changes nothing for --prune.criterion {self.criterion}, which scores weights"
                     " without samples: use a criterion that needs them (gradient, taylor, obd, fisher) or leave the source real"
                 )
-            if not is_gan(module):
-                refuse_gan_only(module, {"--prune.calibration_source vae": True})
             if not synthetic_sources(trainer):
                 raise ConfigError("--prune.calibration_source vae draws calibration samples from the VAE: add it with --callbacks vae")
-        elif self.importance.needs_data and is_gan(module) and not hasattr(datamodule, "train_set"):
+        elif self.importance.needs_data and target.adversarial and not hasattr(datamodule, "train_set"):
             raise ConfigError(f"--prune.criterion {self.criterion} scores weights on real samples: it needs a gan-lightning datamodule (--data)")
 
     def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
@@ -289,8 +284,7 @@ class Prune(CompressionCallback):
         # the number of batches per epoch is only known once the training data is loaded
         total = trainer.num_training_batches * trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
         if trainer.max_steps and trainer.max_steps > 0:  # a GAN steps n_critic + 1 optimizers a batch
-            steps_per_batch = pl_module.hparams.n_critic + 1 if is_gan(pl_module) else 1 / trainer.accumulate_grad_batches
-            total = min(total, int(trainer.max_steps // steps_per_batch))
+            total = min(total, int(trainer.max_steps // target_of(pl_module).steps_per_batch(trainer)))
         if self.plan.unit == "batch" and self.plan.events()[-1] > total:
             raise ConfigError(f"--prune.end_step {self.plan.end_step} is after training ends ({total} batches): lower it or train longer")
 
@@ -318,7 +312,7 @@ class Prune(CompressionCallback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.batches_seen += 1
-        if not is_gan(pl_module):  # after the optimizer step; a GAN's masks return after each of its steps (below)
+        if not target_of(pl_module).gan_hooks:  # a GAN's masks return after each of its steps (below)
             self._reapply_all(pl_module)
 
     def on_discriminator_step_end(self, trainer: Trainer, module) -> None:
@@ -359,10 +353,7 @@ class Prune(CompressionCallback):
         return len(self.plan.events(trainer.max_epochs))
 
     def _recalibrate(self, module) -> None:
-        if not is_gan(module):  # a cut keeps the kept units' statistics, and only a generator has latents to re-estimate them on
-            return
-        for net in networks_of(module, "generator"):
-            recalibrate_batchnorm(net, module.z_dim, module.device, seed=self.seed)
+        target_of(module).recalibrate(self.seed)
 
     @staticmethod
     def _forget_dense_best(trainer: Trainer) -> None:
@@ -416,21 +407,11 @@ class Prune(CompressionCallback):
         return trainer.strategy.broadcast(decision, src=0)
 
     def _scores(self, trainer, module, net, weights, batches, event) -> dict[str, torch.Tensor]:
-        score = weight_importance if is_gan(module) else importance_scores
-        scores = score(module, net, self.importance, weights, batches, seed=self.seed + event)
+        scores = target_of(module).scores(net, self.importance, weights, batches, seed=self.seed + event)
         return {k: trainer.strategy.reduce(v, reduce_op="mean") for k, v in scores.items()}
 
     def _calibration_batches(self, trainer: Trainer, module, event: int) -> list[Any]:
-        if not is_gan(module):
-            return calibration_batches(trainer, self.calibration_samples, self.calibration_batch_size, self.seed + event)
-        if self.calibration_source == "vae":
-            samples = synthetic_samples(trainer, module, self.calibration_samples, seed=self.seed + event)
-            return list(samples.split(self.calibration_batch_size))
-        data = trainer.datamodule
-        gen = torch.Generator().manual_seed(self.seed + event)
-        index = torch.randperm(len(data.train_set), generator=gen)[: self.calibration_samples].tolist()
-        real, _ = stack_samples(Subset(data.train_set, index))
-        return [b.to(module.device) for b in real.split(self.calibration_batch_size)]
+        return target_of(module).calibration_batches(trainer, self.calibration_samples, self.calibration_batch_size, self.seed + event, self.calibration_source)
 
     def _execute(
         self, trainer: Trainer, module, decision: PruneDecision, physical: bool = True, previous: Optional[dict[str, torch.nn.Module]] = None
@@ -439,14 +420,14 @@ class Prune(CompressionCallback):
         Other callbacks hear of a real event through ``architecture_changed``; a masked
         network keeps its shapes, so its optimizers keep their moments. ``previous``: per
         network, what it was before this event (distillation's teacher, see
-        ``previous_network``); by default copies taken here, before anything changes."""
+        ``Target.previous``); by default copies taken here, before anything changes."""
         cuts = dict(decision.keep)
         if decision.inputs is not None:  # latent dimensions are cut from the generator
             cuts.setdefault("generator", {})
         masked = {key.split(".", 1)[0] for key in decision.masks}
         changed = sorted({*cuts, *masked}, reverse=True)  # a GAN's generator first
         if physical and previous is None:
-            previous = {net: previous_network(module, net) for net in changed}
+            previous = {net: target_of(module).previous(net) for net in changed}
         if decision.masks:
             self.masks.update(decision.masks)
             self._reapply_all(module)

@@ -25,6 +25,7 @@ from torch import nn
 from callbacks.distill import Distill
 from callbacks.lowrank import LowRankFactorization
 from callbacks.prune import Prune
+from callbacks.target import target_of
 from datamodules.digits import DigitsDataModule
 from gan_lightning.compress.lowrank import LowRank
 from gan_lightning.compress.profiling import network_cost
@@ -214,3 +215,27 @@ def test_settings_that_cannot_work_are_refused_in_one_sentence(tmp_path, make_mo
     trainer = make_trainer(tmp_path, max_epochs=2, callbacks=callbacks())
     with pytest.raises(ConfigError, match=message):
         trainer.fit(module, data)
+
+
+def test_one_adapter_tells_a_gan_from_any_other_module():
+    """What differs between the two kinds of module is answered by the target, not by the
+    callbacks: the GAN's events always report G and D and hand over its sampling generator."""
+    gan, classifier = tiny_module(ema_decay=0.9), Classifier()
+    gan_target, module_target = target_of(gan), target_of(classifier)
+    assert gan_target.reported(["generator"]) == ["generator", "discriminator"]
+    assert module_target.reported(["model"]) == ["model"]
+    assert gan_target.student(None) == "generator" and module_target.student("model") == "model"
+    previous = gan_target.previous("generator")
+    assert previous is not gan.generator_ema and torch.equal(next(previous.parameters()), next(gan.generator_ema.parameters()))
+    assert gan_target.previous("discriminator") is None
+    assert module_target.previous("model") is not classifier.model
+    module_target.refuse_gan_only({"--prune.latent_amount": False})  # unused GAN-only settings pass
+    with pytest.raises(ConfigError, match="--prune.latent_amount work"):
+        module_target.refuse_gan_only({"--prune.latent_amount": True})
+    gan_target.refuse_gan_only({"--prune.latent_amount": True})
+
+
+def test_no_callback_asks_whether_its_module_is_a_gan_but_the_adapter():
+    sources = sorted((Path(__file__).parents[2] / "callbacks").glob("*.py"))
+    asking = [p.name for p in sources if p.name != "target.py" and ("GANModule)" in p.read_text() or "is_gan(" in p.read_text())]
+    assert sources and asking == []
