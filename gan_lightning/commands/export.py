@@ -108,14 +108,14 @@ def export_checkpoint(
     if fmt == "compact":
         sizes = asdict(export_generator(module, out, spec=spec, sparse=sparse, checkpoint_path=ckpt_path))
     else:
-        metadata = {"z_dim": module.z_dim, "generator": spec}
+        metadata = {"z_dim": module.z_dim, "generator": module.edits.spec("generator", spec)}
         written = for_inference(generator) if rewrite else generator
         verification = asdict(write_verified(written, module.z_dim, out, fmt, metadata, reference=generator))
         verification["inference_rewrite"] = rewrite
     architecture = {
-        **spec,
-        "pruned_units": {layer: len(kept) for layer, kept in module.structure.get("generator", {}).items()},
-        "lowrank_ranks": {k.removeprefix("generator."): int(r) for k, r in module.lowrank.items() if k.startswith("generator.")},
+        **module.edits.spec("generator", spec),  # a student's, when one replaced the configured generator
+        "pruned_units": {layer: len(kept) for layer, kept in module.edits.kept("generator").items()},
+        "lowrank_ranks": module.edits.ranks("generator"),
     }
     card = model_card(
         file=out,

@@ -5,6 +5,7 @@ a network's recorded structural edits.
 May import: torch and the leaves (gan_lightning.errors); never Lightning, metrics, data,
 callbacks or the core, so that it can be used and tested without a Trainer, and an exported
 generator loads without Lightning. Functions that take a ``module`` use only its
-``generator``, ``discriminator``, ``generator_ema``, ``z_dim``, ``device``, ``structure`` and
-``lowrank`` attributes (a GANModule has them); for a network of any other module, only that
-network attribute and ``example_input_array`` (and no ``structure``/``lowrank`` record is kept)."""
+``generator``, ``discriminator``, ``generator_ema``, ``z_dim``, ``device`` and ``edits`` (the
+record of structural edits) attributes (a GANModule has them); for a network of any other
+module, only that network attribute and ``example_input_array``. Functions that edit a network's
+structure return the edit (:mod:`gan_lightning.compress.edits`); recording it is the caller's."""

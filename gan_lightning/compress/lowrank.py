@@ -258,16 +258,19 @@ def apply_ranks(network: nn.Module, ranks: dict[str, int], weights: bool = True)
         setattr(parent, child, factorize(layer, int(rank), weights=weights))
 
 
-def factorize_module(module, ranks: dict[str, int], weights: bool = True) -> None:
+def factorize_module(module, ranks: dict[str, int], weights: bool = True) -> dict[str, "Factorize"]:
     """Factorize layers of a module's networks, keyed ``<network>.<layer>`` (a GANModule's
-    ``generator.<layer>`` / ``discriminator.<layer>``), and record them in ``module.lowrank``
-    when the module keeps that record (a GANModule, whose checkpoints carry it).
+    ``generator.<layer>`` / ``discriminator.<layer>``); returns each network's edit, for the
+    caller to record and announce.
 
     The EMA generator is given the factorized generator's weights rather than a factorization
     of its own: SVD bases are unique only up to sign and rotation, so separately factorized
     networks would hold factors in different bases, and the EMA's element-wise average of
     them would be meaningless. With ``weights`` False (rebuilding shapes from a checkpoint)
     both are simply built alike."""
+    from gan_lightning.compress.edits import Factorize  # the record's module builds on this one
+
+    edits = {}
     for network in sorted({key.split(".", 1)[0] for key in ranks}):
         own = {k[len(network) + 1 :]: int(r) for k, r in ranks.items() if k.startswith(network + ".")}
         net = getattr(module, network)
@@ -277,4 +280,5 @@ def factorize_module(module, ranks: dict[str, int], weights: bool = True) -> Non
             if weights:
                 module.generator_ema.load_state_dict(net.state_dict())
             module.generator_ema.requires_grad_(False)
-    getattr(module, "lowrank", {}).update({k: int(v) for k, v in ranks.items()})
+        edits[network] = Factorize(own)
+    return edits

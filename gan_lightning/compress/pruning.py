@@ -2,8 +2,9 @@
 named network of any other module).
 
 Unstructured pruning keeps a boolean mask per weight tensor and zeroes the weights under it;
-structured pruning cuts units out with :mod:`gan_lightning.compress.surgery` and records the cut in
-``GANModule.structure``, which checkpoints carry so a fresh process can rebuild the network.
+structured pruning cuts units out with :mod:`gan_lightning.compress.surgery` and returns the cut
+as a :class:`~gan_lightning.compress.edits.Cut`, which the caller records (``GANModule.edits``,
+which checkpoints carry so a fresh process can rebuild the network).
 Amounts are always the cumulative target: the fraction of the layer's *original* weights or
 units removed after this event (already removed ones count towards it).
 """
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 
 from gan_lightning.compress.profiling import batchnorm_momentum, batchnorms, evaluating, parameter_device
-from gan_lightning.compress.surgery import INPUT_KEY, ChannelGroup, compose_keep, out_dim, remove_inputs, remove_units, trace
+from gan_lightning.compress.edits import Cut
+from gan_lightning.compress.surgery import ChannelGroup, out_dim, remove_inputs, remove_units, trace
 from gan_lightning.errors import ConfigError
 
 
@@ -97,12 +99,10 @@ def networks_of(module, network: str) -> list[nn.Module]:
     return nets
 
 
-def cut_units(module, network: str, keep: dict[str, torch.Tensor], keep_inputs: Optional[torch.Tensor] = None) -> None:
-    """Remove units (and latent inputs) of ``module.<network>`` and its EMA copy, and record the
-    cut, in original indices, in ``module.structure`` when the module keeps that record (a
-    GANModule, whose checkpoints carry it)."""
+def cut_units(module, network: str, keep: dict[str, torch.Tensor], keep_inputs: Optional[torch.Tensor] = None) -> Cut:
+    """Remove units (and latent inputs) of ``module.<network>`` and its EMA copy; returns the cut
+    (positions among the units each layer has now) for the caller to record and announce."""
     example = example_input(module, network)
-    record = getattr(module, "structure", {}).setdefault(network, {})
     for net in networks_of(module, network):
         graph = trace(net, example)
         for group in graph.groups:
@@ -115,11 +115,8 @@ def cut_units(module, network: str, keep: dict[str, torch.Tensor], keep_inputs: 
         missed = [p for p, idx in keep.items() if after.get(p) != len(idx)]
         if missed:  # where other tools silently skip a layer, this one stops
             raise RuntimeError(f"structured pruning did not shrink {network} layer(s) {', '.join(missed)} to the chosen units")
-    for producer, idx in keep.items():
-        record[producer] = compose_keep(record.get(producer), idx)
-    if keep_inputs is not None:
-        record[INPUT_KEY] = compose_keep(record.get(INPUT_KEY), keep_inputs)
-        module.z_dim = len(record[INPUT_KEY])
+    inputs = None if keep_inputs is None else keep_inputs.sort().values.tolist()
+    return Cut({producer: idx.sort().values.tolist() for producer, idx in keep.items()}, inputs)
 
 
 @torch.no_grad()

@@ -16,8 +16,9 @@ chosen per tensor, so a tensor is stored sparse only when that is smaller. (A bi
 
 To rebuild the network the file also holds the generator's class path and init args (what
 LightningCLI stores in a checkpoint's hyper-parameters), the latent size it is built with,
-the structured-pruning record (``GANModule.structure["generator"]``) and the low-rank ranks
-(``GANModule.lowrank``). :func:`load_exported` rebuilds it from these alone. Files are read
+and the generator's record of structural edits (:mod:`gan_lightning.compress.edits`, the part of
+``GANModule.edits`` about the generator). :func:`load_exported` rebuilds it from these alone;
+files of version 1 hold the records written before that one (``structure``, ``lowrank``). Files are read
 with ``torch.load(weights_only=True)``: no pickled code runs, and the only class imported is
 the generator class the file names, and only when it is on the allow-list of
 :mod:`gan_lightning.class_paths`.
@@ -35,13 +36,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from gan_lightning.class_paths import import_class
-from gan_lightning.compress.replay import replay_edits
-from gan_lightning.compress.surgery import INPUT_KEY
+from gan_lightning.compress.edits import EditRecord, build_generator, old_edits
 from gan_lightning.errors import CheckpointError, ConfigError
 
 FORMAT = "gan-lightning/generator-export"
-VERSION = 1
+VERSION = 2  # 2: the record of edits (1: the structure and lowrank records, still read)
 DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}
 _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
@@ -144,24 +143,12 @@ def generator_spec(module) -> dict[str, Any]:
     )
 
 
-def build_generator(spec: dict[str, Any], source: str = "the file") -> nn.Module:
-    """A freshly initialized generator from its class path and init args; the class path must be
-    on the allow-list (:mod:`gan_lightning.class_paths`) since ``spec`` comes from ``source``."""
-    cls = import_class(spec["class_path"], source)
-    if not issubclass(cls, nn.Module):
-        raise CheckpointError(f"{source} names the generator class {spec['class_path']!r}, which is not a torch.nn.Module")
-    try:
-        return cls(**spec.get("init_args", {}))
-    except TypeError as exc:
-        raise CheckpointError(f"{source}: generator class {spec['class_path']!r} does not take the recorded init args ({exc})") from exc
-
-
 def configured_generator(module, spec: dict[str, Any]) -> tuple[nn.Module, int]:
     """The generator as configured (before any compression), freshly built, and the latent
     size it was built with. For a generator that replaced the configured one (a distillation
-    student, ``module.replaced``), the one it replaced: what its costs are compared with."""
-    replaced = getattr(module, "replaced", {}).get("generator") or {}
-    configured = build_generator(replaced.get("replaces") or spec)
+    student, see ``module.edits``), the one it replaced: what its costs are compared with."""
+    replacement = module.edits.replacement("generator")
+    configured = build_generator((replacement.replaces if replacement is not None else None) or spec)
     build_z = module.hparams.get("z_dim") or getattr(configured, "z_dim", None)
     if not isinstance(build_z, int):
         raise ConfigError("the generator has no integer z_dim attribute and the module no z_dim hyper-parameter")
@@ -209,8 +196,7 @@ def export_generator(
         "generator": spec,
         "build_z_dim": build_z,
         "z_dim": module.z_dim,
-        "structure": {k: list(v) for k, v in module.structure.get("generator", {}).items()},
-        "lowrank": {k[len("generator.") :]: int(r) for k, r in getattr(module, "lowrank", {}).items() if k.startswith("generator.")},
+        "edits": module.edits.only("generator").to_state(),
         "tensors": entries,
         "crc32": zlib.crc32(blob.numpy().tobytes()),
         "blob": blob,
@@ -246,9 +232,10 @@ def read_export(path: str | Path) -> dict[str, torch.Tensor | Any]:
         raise _refuse(path, f"unreadable: {type(exc).__name__}, it may be corrupted or truncated") from exc
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise _refuse(path, f"no {FORMAT!r} format marker")
-    if record.get("version") != VERSION:
-        raise _refuse(path, f"format version {record.get('version')!r}, this code reads version {VERSION}")
-    missing = [k for k in ("generator", "build_z_dim", "z_dim", "structure", "lowrank", "tensors", "crc32", "blob") if k not in record]
+    if record.get("version") not in (1, VERSION):
+        raise _refuse(path, f"format version {record.get('version')!r}, this code reads versions 1 to {VERSION}")
+    edits = ("edits",) if record["version"] == VERSION else ("structure", "lowrank")
+    missing = [k for k in ("generator", "build_z_dim", "z_dim", *edits, "tensors", "crc32", "blob") if k not in record]
     if missing:
         raise _refuse(path, f"it lacks {', '.join(missing)}")
     blob = record.get("blob")
@@ -261,19 +248,22 @@ def read_export(path: str | Path) -> dict[str, torch.Tensor | Any]:
             state[entry["name"]] = decode(entry["encoding"], parts, entry["shape"], DTYPES[entry["dtype"]])
     except (KeyError, IndexError, ValueError, RuntimeError, TypeError) as exc:
         raise _refuse(path, f"malformed tensor table: {type(exc).__name__} {exc}") from exc
-    return {**record, "state_dict": state}
+    if record["version"] == 1:
+        edits = EditRecord({"generator": old_edits(record["structure"], record["lowrank"])})
+    else:
+        edits = EditRecord.from_state(record["edits"], str(path))
+    return {**record, "edits": edits, "state_dict": state}
 
 
 def load_exported(path: str | Path) -> nn.Module:
     """The generator of an export file, rebuilt and loaded, in eval mode, with ``z_dim`` set to
-    the latent size it takes (recorded edits replayed by :func:`~gan_lightning.compress.replay.replay_edits`)."""
+    the latent size it takes (its recorded edits replayed, see :mod:`gan_lightning.compress.edits`)."""
     record = read_export(path)
-    generator = build_generator(record["generator"], source=str(path)).eval()
-    structure = record["structure"]
-    replay_edits(generator, torch.zeros(2, record["build_z_dim"]), structure, record["lowrank"])
+    built = build_generator(record["generator"], source=str(path))
+    generator = record["edits"].replay("generator", built, torch.zeros(2, record["build_z_dim"])).eval()
     try:
         generator.load_state_dict(record["state_dict"])
     except RuntimeError as exc:
         raise _refuse(Path(path), f"its tensors do not fit the network it records: {str(exc).splitlines()[0]}") from exc
-    generator.z_dim = len(structure[INPUT_KEY]) if INPUT_KEY in structure else record["build_z_dim"]
+    generator.z_dim = record["edits"].latent_size("generator", record["build_z_dim"])
     return generator.requires_grad_(False)

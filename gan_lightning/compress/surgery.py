@@ -26,8 +26,9 @@ from typing import Optional
 import torch
 from torch import nn
 
+from gan_lightning.compress.lowrank import LowRank
 from gan_lightning.compress.profiling import COUNTED, forward_with_hooks
-from gan_lightning.errors import ConfigError
+from gan_lightning.errors import CheckpointError, ConfigError
 
 WEIGHTED = COUNTED  # the layers whose MACs are counted are the ones pruning acts on
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
@@ -189,18 +190,37 @@ def remove_inputs(network: nn.Module, graph: NetworkGraph, keep: torch.Tensor) -
         network.z_dim = len(keep)
 
 
-def apply_structure(network: nn.Module, example: torch.Tensor, structure: dict[str, list[int]]) -> None:
-    """Repeat recorded surgery on a freshly built network: ``structure`` maps a producer layer to
-    the units it keeps, and ``"<input>"`` to the kept input features. Already-applied entries
-    are skipped, so this is idempotent."""
+def apply_cut(network: nn.Module, example: torch.Tensor, units: dict[str, list[int]], inputs: Optional[list[int]] = None) -> None:
+    """Repeat a recorded cut on a network: ``units`` maps a producer layer to the positions of the
+    units it keeps, ``inputs`` the kept input features. A layer already at (or below) its kept
+    count was cut before and is left alone, so replaying a rebuilt network changes nothing; a
+    layer the network lacks, or fewer units than the cut names, is refused in one sentence."""
     graph = trace(network, example)
-    kept_inputs = structure.get(INPUT_KEY)
-    for group in graph.groups:
-        keep = structure.get(group.producer)
-        if keep is not None and len(keep) != group.units:
+    groups = {g.producer: g for g in graph.groups}
+    for layer, keep in units.items():
+        group = groups.get(layer)
+        if group is None and isinstance(_submodule(network, layer), LowRank):
+            continue  # factorized after this cut: the network is past it
+        if group is None:
+            raise CheckpointError(f"layer {layer!r} is recorded as cut but {type(network).__name__} has no such layer with units to cut at that point: use the network settings it was trained with")
+        if group.units > len(keep):
+            _check_positions(network, layer, keep, group.units)
             remove_units(network, group, torch.tensor(keep, dtype=torch.long))
-    if kept_inputs is not None and len(kept_inputs) != graph.input_features:
-        remove_inputs(network, graph, torch.tensor(kept_inputs, dtype=torch.long))
+    if inputs is not None and graph.input_features > len(inputs):
+        _check_positions(network, INPUT_KEY, inputs, graph.input_features)
+        remove_inputs(network, graph, torch.tensor(inputs, dtype=torch.long))
+
+
+def _submodule(network: nn.Module, name: str) -> Optional[nn.Module]:
+    try:
+        return network.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def _check_positions(network: nn.Module, layer: str, keep: list[int], units: int) -> None:
+    if keep and max(keep) >= units:
+        raise CheckpointError(f"layer {layer!r} of {type(network).__name__} has {units} units but the recorded cut keeps unit {max(keep)}: use the network settings it was trained with")
 
 
 INPUT_KEY = "<input>"

@@ -21,8 +21,10 @@ Order inside one training batch::
     EMA update (if on), from the generator as the hooks left it
 
 And whenever a callback replaces layers of a network (structured pruning, low-rank
-factorization), it calls :func:`architecture_changed` (``GANModule.architecture_changed`` for
-short), which runs ``on_architecture_changed`` on every callback (e.g. distillation re-attaches
+factorization) or the network itself (a distillation student), it calls
+:func:`architecture_changed` (``GANModule.architecture_changed`` for short) with the edit the
+compression function returned; the hook appends it to the module's record
+(``GANModule.edits``, :mod:`gan_lightning.compress.edits`), runs ``on_architecture_changed`` on every callback (e.g. distillation re-attaches
 its feature taps and resizes its adapters) and then rebuilds the optimizers (and the DDP
 wrapper) over the new parameters. That one hook also runs for the networks of any other
 LightningModule, whose training loop knows none of the GAN hooks above. Modules that train
@@ -42,6 +44,7 @@ import torch
 from pytorch_lightning import Callback, Trainer
 from torch import nn
 
+from gan_lightning.compress.edits import Edit, EditRecord
 from gan_lightning.core.lightning_private import refresh_training_state
 
 if TYPE_CHECKING:
@@ -133,13 +136,20 @@ def synthetic_samples(trainer: Trainer, module, n: int, seed: int) -> Optional[t
     return None
 
 
-def architecture_changed(trainer: Trainer, module, network: str, previous: Optional[nn.Module] = None, rebuild_optimizers: bool = True) -> None:
-    """Tell every callback that a compression event changed ``module.<network>``
-    (``on_architecture_changed``), then rebuild the optimizers over the new parameters (and,
+def architecture_changed(
+    trainer: Trainer, module, network: str, previous: Optional[nn.Module] = None, rebuild_optimizers: bool = True, edit: Optional[Edit] = None,
+) -> None:
+    """Record ``edit`` (the structural edit a compression function returned, None when only
+    weights were masked) in ``module.edits`` where the module keeps that record (a GANModule),
+    tell every callback that ``module.<network>`` changed (``on_architecture_changed``, which
+    finds the edit already recorded), then rebuild the optimizers over the new parameters (and,
     under DDP, the wrapper). ``previous``: a copy of the network from before the change (for a
     GAN's generator, of its sampling generator), when some callback may want it as a teacher.
     ``rebuild_optimizers`` False: only weights were masked, shapes are unchanged, and the
     optimizers keep their moments."""
+    record = getattr(module, "edits", None)
+    if edit is not None and isinstance(record, EditRecord):
+        record.append(network, edit)
     for cb in callbacks_with_hook(trainer, "on_architecture_changed"):
         cb.on_architecture_changed(trainer, module, network, previous)
     if rebuild_optimizers:

@@ -13,10 +13,8 @@ from torch import nn
 
 from gan_lightning.class_paths import check_class_path, class_paths_in
 from gan_lightning.compress.profiling import evaluating, parameter_device
+from gan_lightning.compress.edits import Edit, EditRecord, install_network
 from gan_lightning.compress.pruning import example_input, networks_of
-from gan_lightning.compress.replay import replay_edits
-from gan_lightning.compress.storage import build_generator, spec_from_hparams
-from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.checkpoint import read_checkpoint, state_dict_mismatches
 from gan_lightning.core.hooks import architecture_changed, callbacks_with_hook
 from gan_lightning.core.lightning_private import built_by_cli, find_unused_parameters
@@ -89,8 +87,9 @@ class GANModule(pl.LightningModule):
         self.generator = generator
         self.discriminator = discriminator
         self.adversarial = get_loss(loss)
-        self.z_dim = z_dim if z_dim is not None else getattr(generator, "z_dim", None)
-        if not isinstance(self.z_dim, int) or self.z_dim < 1:
+        # the latent size the generator is built with; a latent cut shrinks what it takes (z_dim)
+        self.built_z_dim = z_dim if z_dim is not None else getattr(generator, "z_dim", None)
+        if not isinstance(self.built_z_dim, int) or self.built_z_dim < 1:
             raise ConfigError(
                 f"{type(generator).__name__} has no integer z_dim attribute: set --model.z_dim to its latent size"
             )
@@ -98,20 +97,18 @@ class GANModule(pl.LightningModule):
         if ema_decay is not None:
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False)
         self._val_real: list[torch.Tensor] = []
-        # Units kept by structured pruning, per network and layer (see gan_lightning.compress.pruning);
-        # saved in checkpoints so that a fresh process can rebuild the smaller networks.
-        self.structure: dict[str, dict[str, list[int]]] = {}
-        # Ranks of layers replaced by low-rank factors, as {"generator.<layer>": rank} (see
-        # gan_lightning.compress.lowrank); saved as checkpoint["lowrank"], apart from the pruning record.
-        self.lowrank: dict[str, int] = {}
-        # Networks put in place of the configured ones (a distillation student), as
-        # {"generator": {"class_path", "init_args", "replaces": the spec it replaced}}; saved as
-        # checkpoint["replaced"], so that a resumed run, evaluate and export build the network
-        # that was trained, not the configured one.
-        self.replaced: dict[str, dict[str, Any]] = {}
+        # Every structural edit of the networks, in order (cuts, factorizations, a replacement; see
+        # gan_lightning.compress.edits): checkpoints carry it, so that a resumed run, evaluate and
+        # export build the networks that were trained, not the configured ones.
+        self.edits = EditRecord()
         # Modules that train with the generator without being part of it (distillation adapters):
         # in the generator's optimizer and under DDP, saved with the model, never exported.
         self.auxiliary = nn.ModuleDict()
+
+    @property
+    def z_dim(self) -> int:
+        """The latent size the generator takes: the built one, or what a latent cut left."""
+        return self.edits.latent_size("generator", self.built_z_dim)
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -309,25 +306,9 @@ class GANModule(pl.LightningModule):
         self._val_real = []
 
     # ------------------------------------------------------------------ compression
-    def architecture_changed(self, network: str, previous: Optional[nn.Module] = None, rebuild_optimizers: bool = True) -> None:
+    def architecture_changed(self, network: str, previous: Optional[nn.Module] = None, rebuild_optimizers: bool = True, edit: Optional[Edit] = None) -> None:
         """:func:`gan_lightning.core.hooks.architecture_changed` for this module."""
-        architecture_changed(self.trainer, self, network, previous, rebuild_optimizers)
-
-    def replace_generator(self, generator: nn.Module, spec: dict[str, Any], replaces: Optional[dict[str, Any]] = None) -> None:
-        """Put ``generator`` (built from ``spec``, a class path and init args) in place of the
-        generator and of its EMA copy. ``replaces``: the spec of the generator it replaces
-        (default: the configured one), which the export's cost report compares with. Telling
-        the callbacks and rebuilding the optimizers is the caller's (:meth:`architecture_changed`)."""
-        if replaces is None:
-            replaces = spec_from_hparams(self.hparams)
-        # a half-precision run (bf16-true) converted the old generator's weights at setup
-        self.generator = generator.to(device=parameter_device(self.generator), dtype=next(self.generator.parameters()).dtype)
-        if self.generator_ema is not None:
-            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        built = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
-        self.replaced["generator"] = {**built, "replaces": replaces}
-        if isinstance(self.hparams.get("generator"), dict):  # built by train.py: load_from_checkpoint builds the new class
-            self.hparams["generator"] = copy.deepcopy(built)
+        architecture_changed(self.trainer, self, network, previous, rebuild_optimizers, edit)
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod
@@ -346,7 +327,7 @@ class GANModule(pl.LightningModule):
         A checkpoint without EMA weights is adapted in place when this model keeps an EMA: the
         average starts from the checkpoint's generator.
         """
-        self.adopt_structure(checkpoint)
+        self.adopt_edits(checkpoint)
         state = checkpoint.get("state_dict", {})
         saved_ema = any(k.startswith("generator_ema.") for k in state)
         if self.generator_ema is not None and not saved_ema:
@@ -365,37 +346,29 @@ class GANModule(pl.LightningModule):
             )
         return None
 
-    def adopt_structure(self, checkpoint: dict[str, Any]) -> None:
-        """Rebuild this (freshly built) model with the generator that replaced the configured one
-        and in the pruned and factorized shapes the checkpoint was saved with (shapes only: the
-        state_dict fills the weights); a model already in those shapes is left as it is."""
-        replaced = checkpoint.get("replaced", {}).get("generator")
-        if replaced is not None and self.replaced.get("generator") != replaced:
-            self.replace_generator(build_generator(replaced, source="the checkpoint's replaced generator"), replaced, replaced.get("replaces"))
-        structure, ranks = checkpoint.get("structure", {}), checkpoint.get("lowrank", {})
-        for network in ("generator", "discriminator"):
-            record = structure.get(network, {})
-            own_ranks = {k[len(network) + 1 :]: int(r) for k, r in ranks.items() if k.startswith(network + ".")}
-            if not record and not own_ranks:
+    def adopt_edits(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild this model in the shapes the checkpoint's recorded edits gave its networks
+        (shapes only: the state_dict fills the weights), replaying those this model lacks: all of
+        them on a freshly built model, none on one already in those shapes."""
+        saved = EditRecord.from_checkpoint(checkpoint)
+        for network, edits in saved.networks.items():
+            own = self.edits.edits(network)
+            if edits[: len(own)] != own:
+                raise CheckpointError(f"the checkpoint's edits of the {network} do not continue this model's: load it into a freshly built model")
+            if len(edits) == len(own):
                 continue
-            example = example_input(self, network)
-            for net in networks_of(self, network):
-                replay_edits(net, example, record, own_ranks)
-            if network == "generator" and INPUT_KEY in record:
-                self.z_dim = len(record[INPUT_KEY])
-            if record:
-                self.structure[network] = {k: list(v) for k, v in record.items()}
+            current = getattr(self, network)
+            rebuilt = saved.replay(network, current, example_input(self, network), start=len(own))
+            if rebuilt is not current:  # a replacement among them, in the EMA's place too
+                install_network(self, network, rebuilt)
+            elif network == "generator" and self.generator_ema is not None:
+                saved.replay(network, self.generator_ema, example_input(self, network), start=len(own))
+            self.edits.networks[network] = list(edits)
         if self.generator_ema is not None:
             self.generator_ema.requires_grad_(False)  # factors built by the replay start trainable
-        self.lowrank.update({k: int(v) for k, v in ranks.items()})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.structure:
-            checkpoint["structure"] = self.structure
-        if self.lowrank:
-            checkpoint["lowrank"] = self.lowrank
-        if self.replaced:
-            checkpoint["replaced"] = self.replaced
+        checkpoint["edits"] = self.edits.to_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         problem = self.checkpoint_mismatch(checkpoint)

@@ -29,7 +29,7 @@ def flops(network: torch.nn.Module, example: torch.Tensor) -> int:
 def pruned(module: GANModule) -> GANModule:
     for net in ("generator", "discriminator"):
         keep = {g.producer: torch.arange(0, g.units, 2) for g in prunable_groups(module, net, set())}
-        cut_units(module, net, keep, torch.arange(0, module.z_dim, 3) if net == "generator" else None)
+        module.edits.append(net, cut_units(module, net, keep, torch.arange(0, module.z_dim, 3) if net == "generator" else None))
     return module
 
 

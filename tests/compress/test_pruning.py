@@ -47,7 +47,7 @@ def test_cut_network_computes_what_the_zeroed_one_does_and_every_layer_shrank(ne
     inputs = torch.arange(8, dtype=torch.long)[::3] if network == "generator" else None
     zeroed, cut = copy.deepcopy(module), copy.deepcopy(module)
     zero_units(zeroed, network, keep, inputs)
-    cut_units(cut, network, keep, inputs)
+    cut.edits.append(network, cut_units(cut, network, keep, inputs))
     x = torch.randn(5, 8) if network == "generator" else torch.randn(5, 1, 8, 8)
     x_cut = x[:, inputs] if inputs is not None else x
     expected = getattr(zeroed, network)(x)
@@ -57,7 +57,7 @@ def test_cut_network_computes_what_the_zeroed_one_does_and_every_layer_shrank(ne
     for group in graph.groups:  # each group, including the Linear->reshape->conv stem, shrank
         assert group.units == len(keep[group.producer]) < dict(zip((g.producer for g in prunable_groups(module, network, set())), (g.units for g in prunable_groups(module, network, set()))))[group.producer]
     if network == "generator":
-        assert cut.z_dim == cut.generator.z_dim == len(inputs) and cut.structure["generator"][INPUT_KEY] == inputs.tolist()
+        assert cut.z_dim == cut.generator.z_dim == len(inputs) and cut.edits.kept("generator")[INPUT_KEY] == inputs.tolist()
     before = network_cost(getattr(module, network), example_input(module, network))
     after = network_cost(getattr(cut, network), example_input(cut, network))
     assert after.macs < before.macs and after.params < before.params
@@ -73,16 +73,16 @@ def test_dcgan_stem_units_are_whole_feature_maps_with_their_batchnorm_features()
     assert (head.consumer, head.consumer_unit_size) == ("net.6", 16)  # Flatten of a 4x4 map into the Linear
 
 
-def test_structure_rebuilds_a_fresh_network_and_is_idempotent():
+def test_the_record_rebuilds_a_fresh_network_and_is_idempotent():
     torch.manual_seed(0)
     module = tiny_module(ema_decay=0.9)
-    cut_units(module, "generator", {"stem.0": torch.tensor([1, 3])}, torch.tensor([0, 2, 5]))
+    module.edits.append("generator", cut_units(module, "generator", {"stem.0": torch.tensor([1, 3])}, torch.tensor([0, 2, 5])))
     fresh = tiny_module(ema_decay=0.9)
-    fresh.adopt_structure({"structure": module.structure})
+    fresh.adopt_edits({"edits": module.edits.to_state()})
     shapes = {k: v.shape for k, v in module.state_dict().items()}
     assert {k: v.shape for k, v in fresh.state_dict().items()} == shapes  # the EMA copy too
     fresh.load_state_dict(module.state_dict())
-    fresh.adopt_structure({"structure": module.structure})  # again: nothing changes
+    fresh.adopt_edits({"edits": module.edits.to_state()})  # again: nothing changes
     assert {k: v.shape for k, v in fresh.state_dict().items()} == shapes
     assert fresh.z_dim == 3
 

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from gan_lightning.commands import export as export_command
+from gan_lightning.compress.edits import Cut, Factorize
 from gan_lightning.compress.lowrank import factorize_module
 from gan_lightning.compress.pruning import cut_units
 from gan_lightning.compress.storage import decode, encode, encoded_sizes, export_generator, load_exported, read_export
+from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import CheckpointError, ConfigError
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
@@ -117,21 +119,21 @@ def test_80_percent_sparse_generator_round_trips_and_is_much_smaller(tmp_path):
 def test_structurally_pruned_generator_with_a_cut_latent_round_trips(tmp_path):
     torch.manual_seed(0)
     module = tiny_module(ema_decay=0.9).eval()
-    cut_units(module, "generator", {"stem.0": torch.tensor([0, 2, 3])}, torch.tensor([0, 1, 2, 4, 5, 7]))
+    module.edits.append("generator", cut_units(module, "generator", {"stem.0": torch.tensor([0, 2, 3])}, torch.tensor([0, 1, 2, 4, 5, 7])))
     assert module.z_dim == 6 and module.generator_ema.stem[0].weight.shape == (48, 6)
     report = export_generator(module, tmp_path / "g.pt", spec=TINY_SPEC)
     generator = assert_round_trip(module, tmp_path / "g.pt")
     assert generator.stem[0].weight.shape == (48, 6)
     assert report.dense_bytes < report.configured_bytes
     record = read_export(tmp_path / "g.pt")
-    assert record["structure"] == {k: list(v) for k, v in module.structure["generator"].items()}
+    assert record["version"] == 2 and record["edits"] == module.edits.only("generator") and record["edits"].kept("generator") == {"stem.0": [0, 2, 3], INPUT_KEY: [0, 1, 2, 4, 5, 7]}
 
 
 def test_pruned_then_factorized_generator_round_trips(tmp_path):
     torch.manual_seed(0)
     module = tiny_module(ema_decay=0.9).eval()
-    cut_units(module, "generator", {"stem.0": torch.tensor([1, 2, 3])})
-    factorize_module(module, {"generator.stem.0": 2})
+    module.edits.append("generator", cut_units(module, "generator", {"stem.0": torch.tensor([1, 2, 3])}))
+    module.edits.append("generator", factorize_module(module, {"generator.stem.0": 2})["generator"])
     export_generator(module, tmp_path / "g.pt", spec=TINY_SPEC)
     generator = assert_round_trip(module, tmp_path / "g.pt")
     assert generator.stem[0][0].weight.shape == (2, 8) and generator.stem[0][1].weight.shape == (48, 2)
@@ -158,7 +160,7 @@ def test_export_command_on_a_pruned_and_factorized_train_py_checkpoint(tmp_path,
     for text in ("checkpoint (all training state)", "generator as configured, dense", "exported (sparse where smaller)", "wrote"):
         assert text in out
     module = GANModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    assert module.structure["generator"] and module.lowrank == {"generator.stem.0": 2}  # cut, then factorized
+    assert [type(e) for e in module.edits.edits("generator")] == [Cut, Factorize] and module.edits.ranks("generator") == {"stem.0": 2}  # cut, then factorized
     generator = assert_round_trip(module, tmp_path / "g.pt")
     assert generator.stem[0][1].weight.shape == (32, 2)  # 2 of 4 feature maps of 16 features left
     assert export_command.main(["--ckpt_path", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x.pt")]) == 2
