@@ -21,7 +21,8 @@ class StateContract:
             setattr(self, key, default())
 
     def state_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.STATE}
+        # a value with to_state (e.g. Masks) is saved as plain data: checkpoints load weights-only
+        return {key: _plain(getattr(self, key)) for key in self.STATE}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unknown = sorted(set(state) - set(self.STATE))
@@ -31,4 +32,26 @@ class StateContract:
                 " know: resume it with the gan-lightning version that wrote it"
             )
         for key, default in self.STATE.items():
-            setattr(self, key, copy.deepcopy(state[key]) if key in state else default())
+            if key not in state:
+                setattr(self, key, default())
+                continue
+            value, from_state = copy.deepcopy(state[key]), getattr(default, "from_state", None)
+            setattr(self, key, from_state(value) if from_state is not None else value)
+
+
+def _plain(value: Any) -> Any:
+    return value.to_state() if hasattr(value, "to_state") else value
+
+
+class OptionalState:
+    """A ``STATE`` factory for a value of class ``cls`` that a fresh run does not have yet
+    (None), saved through ``cls.to_state`` and read back through ``cls.from_state``."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    def __call__(self) -> None:
+        return None
+
+    def from_state(self, state: Any) -> Any:
+        return None if state is None else self.cls.from_state(state)
