@@ -320,7 +320,7 @@ def log_to_wandb(args, result: dict, rows: dict[str, dict]) -> str:
     below), and a summary run with the whole table and the Pareto plot. Returns the group."""
     import wandb
 
-    from gan_lightning.core.loggers import wandb_credentials_available
+    from gan_lightning.commands.wandb_mode import wandb_credentials_available
 
     mode = "online" if args.wandb == "auto" and wandb_credentials_available() else "offline"
     group = f"distill-benchmark-{result['git']['commit'][:7]}-{time.strftime('%Y%m%d-%H%M%S')}"

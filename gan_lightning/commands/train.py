@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -16,10 +15,8 @@ import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 import callbacks  # noqa: F401  (importing the package registers every plug-in callback)
@@ -37,7 +34,8 @@ from gan_lightning.commands.config_files import check_config_args
 from gan_lightning.commands.console import run
 from gan_lightning.commands.presets import preset_path
 from gan_lightning.core.checkpoint import AtomicCheckpointIO, read_checkpoint
-from gan_lightning.core.loggers import describe_run, run_dir, settle_wandb_mode, wandb_offline_warning
+from gan_lightning.commands.wandb_mode import configure_wandb, start_wandb_or_go_offline
+from gan_lightning.core.loggers import describe_run, run_dir
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import CheckpointError, ConfigError
 from gan_lightning.quality.evaluation import check_metrics_setup
@@ -285,55 +283,14 @@ class GANLightningCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         # here, not in after_instantiate_classes: only a CLI that runs may start a W&B run
-        self._start_wandb_or_go_offline()
+        start_wandb_or_go_offline(self.trainer, self._run_config)
         super()._run_subcommand(subcommand)
 
-    def _start_wandb_or_go_offline(self) -> None:
-        """Start online W&B loggers just before fit() would: a server that answered the probe
-        of ``settle_wandb_mode`` may still refuse the run (a wrong key, a server error), and then
-        the run logs offline with one warning line instead of stopping with a traceback."""
-        loggers = list(self.trainer.loggers)
-        for i, (logger, lc) in enumerate(zip(loggers, self._logger_configs(self._run_config))):
-            if not isinstance(logger, WandbLogger) or lc is None or lc.init_args.get("offline"):
-                continue
-            try:
-                _ = logger.experiment  # wandb.init on rank 0; a stand-in elsewhere
-            except Exception as exc:  # wandb raises CommError, UsageError, AuthenticationError, ...
-                reason = f"the W&B server refused the run ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'})"
-                if rank_zero_only.rank == 0:
-                    print(wandb_offline_warning(reason, lc.init_args.get("save_dir")), file=sys.stderr)
-                import wandb
-
-                wandb.teardown()  # wandb keeps the settings of its first init (online) for the process otherwise
-                loggers[i] = WandbLogger(**{**vars(lc.init_args), "offline": True}, **(lc.get("dict_kwargs") or {}))
-        self.trainer.loggers = loggers
-
-    @staticmethod
-    def _logger_configs(cfg: Namespace) -> list[Optional[Namespace]]:
-        """The config of each logger, in the Trainer's order (None for a logger given otherwise)."""
-        logger_cfg = cfg.trainer.get("logger")
-        configs = logger_cfg if isinstance(logger_cfg, list) else [logger_cfg]
-        return [lc if isinstance(lc, Namespace) else None for lc in configs]
-
     def _configure_wandb(self, cfg: Namespace) -> None:
-        for lc in self._logger_configs(cfg):
-            if lc is None or not str(lc.get("class_path", "")).endswith("WandbLogger"):
-                continue
-            args = lc.init_args
-            run = describe_run(
-                _short_name(cfg.model.generator.class_path, "Generator"),
-                _short_name(cfg.data.class_path, "DataModule"),
-                cfg.model.loss,
-                self.callback_names,
-            )
-            for key, value in run.items():
-                if args.get(key) is None:
-                    args[key] = value
-            warning = settle_wandb_mode(os.environ, bool(args.get("offline")), args.get("save_dir"))
-            if warning:
-                args["offline"] = True
-                if rank_zero_only.rank == 0:  # printed, not logged: seen even with Lightning's logging silenced
-                    print(warning, file=sys.stderr)
+        run = describe_run(
+            _short_name(cfg.model.generator.class_path, "Generator"), _short_name(cfg.data.class_path, "DataModule"), cfg.model.loss, self.callback_names
+        )
+        configure_wandb(cfg, run)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         plug_ins = [CALLBACKS[name](**vars(self._run_config[name]).copy()) for name in self.callback_names]

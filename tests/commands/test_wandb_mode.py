@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gan_lightning.core.loggers import (
+from gan_lightning.commands.wandb_mode import (
     WANDB_INIT_SECONDS,
     server_answers,
     settle_wandb_mode,
@@ -150,6 +150,7 @@ def test_a_silent_server_is_given_up_on_at_the_deadline(silent_server):
     assert time.monotonic() - start < 2
 
 
+@pytest.mark.slow
 def test_a_closed_port_or_a_bad_url_is_unreachable():
     assert not server_answers(closed_port_url(), {}, timeout=2)
     assert not server_answers("not a url", {}, timeout=2)
@@ -162,6 +163,7 @@ def test_settle_drops_an_empty_mode_and_warns_when_offline_is_forced(no_login, t
     assert line.startswith("W&B: no API key") and str(tmp_path / "wandb") in line
 
 
+@pytest.mark.slow
 def test_settle_goes_offline_when_the_server_does_not_answer(no_login, silent_server):
     env = {**no_login, "WANDB_MODE": "online", "WANDB_API_KEY": "k" * 40, "WANDB_BASE_URL": silent_server}
     line = settle_wandb_mode(env, offline=False, save_dir="runs")
