@@ -90,7 +90,7 @@ from gan_lightning.compress.profiling import network_cost, output_layer
 from gan_lightning.compress.pruning import cut_units, example_input, prunable_groups
 from gan_lightning.core.module import GANModule
 from gan_lightning.quality.evaluation import evaluate_generator
-from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
+from gan_lightning.quality.features import domain_cache_dir, domain_classifier
 
 LEVELS = {"4x": 4.0, "8x": 8.0, "16x": 16.0}
 UNSTRUCTURED_AMOUNT = 0.8
@@ -403,7 +403,7 @@ def main() -> None:
     parser.add_argument("--num_real", type=int, default=2000, help="at most the size of the real split (the digits: 1797 in all)")
     parser.add_argument("--real_split", default="all", choices=("val", "train", "all"), help="the real samples FID compares against")
     parser.add_argument("--noise_seeds", default="0,1,2,3,4", help="latent seeds of the dense teacher's measurement-noise FIDs")
-    parser.add_argument("--domain_cache_dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--domain_cache_dir", type=Path, default=domain_cache_dir())
     parser.add_argument("--latency_batch", type=int, default=64)
     parser.add_argument("--latency_threads", type=int, default=1, help="torch threads of the latency measurement (1: steadiest on a shared machine)")
     parser.add_argument("--latency_rounds", type=int, default=15, help="interleaved rounds of the latency measurement")

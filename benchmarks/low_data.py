@@ -73,8 +73,8 @@ from datamodules.digits import DigitsDataModule
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.quality.cas import classification_accuracy_score
 from gan_lightning.quality.evaluation import evaluate_generator
-from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier, load_domain_classifier
-from gan_lightning.synth.vae import DEFAULT_VAE_CACHE_DIR, VAESettings, cached_vae
+from gan_lightning.quality.features import domain_classifier, load_domain_classifier
+from gan_lightning.synth.vae import VAESettings, cached_vae, vae_cache_dir
 
 BATCH_SIZE = 16  # configs/default.yaml's
 EVAL_SEEDS = (0, 1, 2)
@@ -203,7 +203,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     vae_settings = VAESettings(epochs=args.vae_epochs)
     reference = digits(1.0)  # the yardstick: every run is compared with all 1797 digits
-    domain = str(domain_classifier(reference, DEFAULT_CACHE_DIR)[0])
+    domain = str(domain_classifier(reference)[0])
     result = {"args": vars(args) | {"out": str(args.out)}, "git": git_state(), "platform": platform.platform(), "torch": torch.__version__,
               "reference": {"features": "domain", "real_split": "all of the full data", "num_real": len(reference.train_set) + len(reference.val_set),
                             "num_fake": args.num_fake, "eval_seeds": list(EVAL_SEEDS)}, "fractions": {}}
@@ -224,7 +224,7 @@ def main() -> None:
             entry = {"num_train": len(data.train_set), "batches_per_epoch": len(data.train_set) // BATCH_SIZE, "variants": per_variant}
             print_rows(f"{fraction:.0%} of the training split ({entry['num_train']} images), {args.epochs} epochs, seeds {seeds}", per_variant)
             gans = {name: models[(name, seeds[0])] for name in ("none", "diffaug")}
-            entry["cas"] = cas_table(fraction, data, reference, domain, vae_settings, gans, DEFAULT_VAE_CACHE_DIR)
+            entry["cas"] = cas_table(fraction, data, reference, domain, vae_settings, gans, vae_cache_dir())
             print(f"{'CAS source':<34}{'accuracy':>10}{'real':>8}{'ratio':>8}")
             for name, r in entry["cas"].items():
                 print(f"{name:<34}{r['accuracy']:>10.3f}{r['real_accuracy']:>8.3f}{r['ratio']:>8.3f}")

@@ -60,7 +60,7 @@ from gan_lightning.compress.surgery import WEIGHTED
 from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 from gan_lightning.quality.evaluation import evaluate_generator
-from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
+from gan_lightning.quality.features import domain_cache_dir, domain_classifier
 
 
 # --------------------------------------------------------------------------- the contenders
@@ -290,7 +290,7 @@ def main() -> None:
     parser.add_argument("--fid_tolerance", type=float, default=0.05, help="'match': structured FID <= ModelPruning FID * (1 + this)")
     parser.add_argument("--num_fake", type=int, default=1000)
     parser.add_argument("--num_real", type=int, default=1000)
-    parser.add_argument("--domain_cache_dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--domain_cache_dir", type=Path, default=domain_cache_dir())
     parser.add_argument("--latency_batch", type=int, default=64)
     parser.add_argument("--large_batch", type=int, default=256, help="a second latency batch for dense vs structured: per-call overheads weigh less")
     parser.add_argument("--latency_threads", type=int, default=os.cpu_count(), help="torch threads of the latency measurement (default: all cores)")

@@ -9,7 +9,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 
 from gan_lightning.errors import ConfigError, GANLightningError
 from gan_lightning.quality.evaluation import Features, RealSplit, check_metrics_setup, check_real_split, evaluate_generator, real_samples
-from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
+from gan_lightning.quality.features import domain_classifier
 
 
 class EvaluationError(GANLightningError, RuntimeError):
@@ -63,7 +63,7 @@ class FidelityEvaluation(Callback):
         self.real_split = real_split
         self.seed = seed
         self.inception_weights = inception_weights
-        self.domain_cache_dir = Path(domain_cache_dir) if domain_cache_dir else DEFAULT_CACHE_DIR
+        self.domain_cache_dir = Path(domain_cache_dir) if domain_cache_dir else None  # None: $GAN_LIGHTNING_CACHE/domain when used
         self.domain_epochs = domain_epochs
         self.domain_weights: Optional[str] = None
         self.last: Optional[dict] = None  # the last measurement and how it was made (exports' model cards read it)

@@ -35,7 +35,7 @@ from callbacks.registry import register
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import CheckpointError, ConfigError
-from gan_lightning.synth.vae import DEFAULT_VAE_CACHE_DIR, VAE, VAESettings, cached_vae, load_vae, make_vae
+from gan_lightning.synth.vae import VAE, VAESettings, cached_vae, load_vae, make_vae
 
 Mode = Literal["replace", "append", "fake", "none"]
 Schedule = Literal["constant", "linear", "cosine"]
@@ -129,7 +129,7 @@ class VAEAugmentation(GANCallback):
         fraction_schedule(schedule, self.fraction, end_epoch)  # refuses an unknown name now, not mid-run
         self.ckpt = ckpt
         self.settings = VAESettings(latent_dim, width, conditional, epochs, batch_size, lr, beta, likelihood_std, seed)
-        self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_VAE_CACHE_DIR
+        self.cache_dir = Path(cache_dir) if cache_dir else None  # None: $GAN_LIGHTNING_CACHE/vae as it is when the VAE is needed
         self.vae: Optional[VAE] = None
         self.source: dict[str, Any] = {}  # where the VAE came from: logged, and kept in checkpoints
 

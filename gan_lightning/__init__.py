@@ -10,7 +10,7 @@ enforces it)::
     gan_lightning.distill    taps, adapters, KD losses -> compress, leaves      (no Lightning)
     gan_lightning.compress   pure torch compression    -> leaves                 (no Lightning)
     datamodules (top level)  data only                 -> leaves
-    leaves: gan_lightning.errors, gan_lightning.dataset_tensors, gan_lightning.networks
+    leaves: gan_lightning.errors, gan_lightning.dataset_tensors, gan_lightning.networks, gan_lightning.cache
 
 The names below are imported on first use, so that ``import gan_lightning.compress...`` or
 loading an exported generator does not import Lightning or W&B.

@@ -11,12 +11,13 @@ import pytest
 
 from tests.helpers import REPO
 
-LEAVES = ("gan_lightning.errors", "gan_lightning.dataset_tensors", "gan_lightning.networks", "gan_lightning.class_paths")
+LEAVES = ("gan_lightning.errors", "gan_lightning.dataset_tensors", "gan_lightning.networks", "gan_lightning.class_paths", "gan_lightning.cache")
 OURS = ("gan_lightning", "callbacks", "datamodules", "train", "tests", "benchmarks")
 # room -> the project modules it may import (by prefix), and third-party packages it may not
 ROOMS = {
     "gan_lightning.errors": ((), ()),
     "gan_lightning.dataset_tensors": ((), ()),
+    "gan_lightning.cache": ((), ("torch", "pytorch_lightning", "lightning")),
     "gan_lightning.networks": (("gan_lightning.errors",), ()),
     "gan_lightning.class_paths": (("gan_lightning.errors",), ("torch", "pytorch_lightning", "lightning")),
     "gan_lightning.compress": (("gan_lightning.compress", *LEAVES), ("pytorch_lightning", "lightning", "wandb", "torch_fidelity", "jsonargparse")),
@@ -96,12 +97,14 @@ LOADED = "sorted({m.split('.')[0] for m in sys.modules} & set(%r))" % (HEAVY,)
 
 
 @pytest.mark.parametrize("package", ["gan_lightning.compress", "gan_lightning.quality", "gan_lightning.synth"])
+@pytest.mark.slow
 def test_importing_the_pure_torch_packages_does_not_import_lightning_or_wandb(package):
     modules = [module_name(p) for p in SOURCES if module_name(p).startswith(package)]
     code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + f"print({LOADED})"
     assert run_python(code).strip() == "[]"
 
 
+@pytest.mark.slow
 def test_loading_an_exported_generator_imports_neither_lightning_nor_wandb():
     code = (
         "import sys, torch, gan_lightning\n"
@@ -112,6 +115,7 @@ def test_loading_an_exported_generator_imports_neither_lightning_nor_wandb():
     assert run_python(code).strip() == "[]"
 
 
+@pytest.mark.slow
 def test_the_front_door_resolves_its_names_on_first_use_and_refuses_others():
     out = run_python(
         "import sys, gan_lightning\n"
@@ -123,6 +127,7 @@ def test_the_front_door_resolves_its_names_on_first_use_and_refuses_others():
     assert out.splitlines() == ["False gan_lightning.core.module True", "module 'gan_lightning' has no attribute 'nope'"]
 
 
+@pytest.mark.slow
 def test_the_datamodules_import_only_the_leaves_of_gan_lightning():
     code = "import sys, datamodules\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('gan_lightning'))))"
     assert set(run_python(code).split()) <= {"gan_lightning", *LEAVES}

@@ -31,7 +31,7 @@ from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import ConfigError
 from gan_lightning.quality.evaluation import REAL_SPLITS, check_metrics_setup, check_real_split, evaluate_generator
-from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier
+from gan_lightning.quality.features import domain_cache_dir, domain_classifier
 
 
 def run_config(path: Path) -> dict:
@@ -77,7 +77,7 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
     module.check_sample_shape(tuple(datamodule.sample_shape))
     domain = None
     if check_metrics_setup(datamodule, features, settings["inception_weights"]):
-        cache = Path(settings["domain_cache_dir"]) if settings["domain_cache_dir"] else DEFAULT_CACHE_DIR
+        cache = Path(settings["domain_cache_dir"]) if settings["domain_cache_dir"] else domain_cache_dir()
         domain = str(domain_classifier(datamodule, cache, epochs=settings["domain_epochs"])[0])
     per_seed = {
         seed: evaluate_generator(

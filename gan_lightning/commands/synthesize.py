@@ -35,7 +35,7 @@ from gan_lightning.commands.generate import latent_batches, load_generator, save
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import ConfigError
 from gan_lightning.quality.cas import classification_accuracy_score
-from gan_lightning.quality.features import DEFAULT_CACHE_DIR, domain_classifier, load_domain_classifier
+from gan_lightning.quality.features import domain_classifier, load_domain_classifier
 from gan_lightning.synth.vae import is_vae_file, load_vae
 
 LABEL_SOURCES = ("auto", "vae", "domain", "none")
@@ -115,7 +115,7 @@ def synthesize(source: str | Path, out: str | Path, num_samples: int = 1000, lab
     if labels == "vae":
         targets = vae_labels
     elif labels == "domain":
-        path, _ = domain_classifier(datamodule, DEFAULT_CACHE_DIR)
+        path, _ = domain_classifier(datamodule)
         with torch.no_grad():
             targets = load_domain_classifier(path)(stored)[1].argmax(1)
     else:

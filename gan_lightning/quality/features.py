@@ -25,11 +25,11 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
+from gan_lightning.cache import cache_dir as _cache_dir
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import ConfigError
 
 DOMAIN_EXTRACTOR = "gan-lightning-domain"
-DEFAULT_CACHE_DIR = Path(os.environ.get("GAN_LIGHTNING_CACHE", Path.home() / ".cache" / "gan-lightning")) / "domain"
 # Bump when the classifier or its training changes, so old cache entries are not reused.
 DOMAIN_VERSION = "1"
 
@@ -75,7 +75,12 @@ def domain_cache_key(datamodule, train_x: torch.Tensor, train_y: torch.Tensor, s
     return h.hexdigest()[:20]
 
 
-def domain_classifier(datamodule, cache_dir: Path = DEFAULT_CACHE_DIR, **settings) -> tuple[Path, dict]:
+def domain_cache_dir() -> Path:
+    """``$GAN_LIGHTNING_CACHE/domain`` (default ``~/.cache/gan-lightning/domain``), read now."""
+    return _cache_dir("domain")
+
+
+def domain_classifier(datamodule, cache_dir: Optional[Path] = None, **settings) -> tuple[Path, dict]:
     """The cached classifier file for this datamodule's data, trained first if it is not cached.
 
     Uses the whole labelled training split (not ``train_fraction``'s subset), so runs on
@@ -86,7 +91,7 @@ def domain_classifier(datamodule, cache_dir: Path = DEFAULT_CACHE_DIR, **setting
     # Loading data and training draw from the global RNG; a GAN run must not train differently
     # depending on whether the cache was already filled.
     with torch.random.fork_rng():
-        return _domain_classifier(datamodule, Path(cache_dir), **settings)
+        return _domain_classifier(datamodule, Path(cache_dir) if cache_dir else domain_cache_dir(), **settings)
 
 
 def _domain_classifier(

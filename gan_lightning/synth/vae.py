@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan_lightning.cache import cache_dir as _cache_dir
 from gan_lightning.errors import CheckpointError
 
-DEFAULT_VAE_CACHE_DIR = Path(os.environ.get("GAN_LIGHTNING_CACHE", Path.home() / ".cache" / "gan-lightning")) / "vae"
 # Bump when the models or their training change, so old cache entries are not reused.
 VAE_VERSION = "1"
 
@@ -261,15 +261,20 @@ def load_vae(path: str | Path, flag: str = "--vae.ckpt") -> tuple[VAE, dict]:
     return vae.eval(), saved.get("record", {})
 
 
+def vae_cache_dir() -> Path:
+    """``$GAN_LIGHTNING_CACHE/vae`` (default ``~/.cache/gan-lightning/vae``), read now."""
+    return _cache_dir("vae")
+
+
 def cached_vae(
-    images: torch.Tensor, labels: torch.Tensor, settings: VAESettings, num_classes: int, cache_dir: Path = DEFAULT_VAE_CACHE_DIR,
+    images: torch.Tensor, labels: torch.Tensor, settings: VAESettings, num_classes: int, cache_dir: Optional[Path] = None,
     on_epoch_end: Optional[Callable[[int, dict[str, float]], None]] = None,
 ) -> tuple[VAE, dict, Path, bool]:
     """The VAE for this data and these settings: from the cache, else trained and cached.
     Returns the VAE, its record (``key``, per-epoch ``elbo``/``recon``/``kl``, ``num_train``),
     its file, and whether it came from the cache."""
     key = vae_cache_key(images, labels, settings)
-    path = Path(cache_dir) / f"vae-{key}.pt"
+    path = (Path(cache_dir) if cache_dir else vae_cache_dir()) / f"vae-{key}.pt"
     if path.is_file():
         vae, record = load_vae(path, flag="the VAE cache file")
         return vae, record, path, True
