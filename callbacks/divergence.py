@@ -6,6 +6,7 @@ import copy
 from typing import Any, Optional
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 
@@ -25,6 +26,57 @@ def state_tensors(module, optimizers) -> dict[str, torch.Tensor]:
     return tensors
 
 
+class StateCopy:
+    """A copy of a nested training state (state dicts of the module and its optimizers) in CPU
+    memory, allocated once and copied into afterwards.
+
+    Cloning the state every batch allocated a whole new copy while the previous one was still
+    held (two copies at the peak, on the accelerator) and paid the allocator and page faults for
+    it each time; here the buffers are reused while the layout (names, shapes, dtypes) stays the
+    same, and a pruning or factorization that changes it simply allocates new ones. From CUDA the
+    copy goes asynchronously into pinned memory: stream order keeps it ahead of the next batch's
+    in-place updates, and ``state()`` waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._spec = None
+        self._leaves: list[Any] = []
+        self._copied: Optional[torch.cuda.Event] = None
+
+    def keep(self, state: Any) -> None:
+        leaves, spec = tree_flatten(state)
+        if spec != self._spec or not all(_fits(kept, new) for kept, new in zip(self._leaves, leaves)):
+            self._spec = spec
+            self._leaves = [torch.empty_like(x, device="cpu", pin_memory=x.is_cuda) if torch.is_tensor(x) else None for x in leaves]
+        on_cuda = False
+        for i, x in enumerate(leaves):
+            if torch.is_tensor(x):
+                self._leaves[i].copy_(x.detach(), non_blocking=x.is_cuda)
+                on_cuda |= x.is_cuda
+            else:  # learning rates, betas, step counts kept as numbers: small, and mutable containers must not be shared
+                self._leaves[i] = copy.deepcopy(x)
+        self._copied = torch.cuda.Event() if on_cuda else None
+        if self._copied is not None:
+            self._copied.record()
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the copy holds."""
+        return sum(x.nbytes for x in self._leaves if torch.is_tensor(x))
+
+    def state(self) -> Any:
+        """The kept state, made of the kept buffers themselves (no second copy of a large model)."""
+        if self._copied is not None:
+            self._copied.synchronize()
+        return tree_unflatten(list(self._leaves), self._spec)
+
+
+def _fits(kept: Any, new: Any) -> bool:
+    if not torch.is_tensor(new):
+        return not torch.is_tensor(kept)
+    return torch.is_tensor(kept) and kept.shape == new.shape and kept.dtype == new.dtype
+
+
 class DivergenceGuard(Callback):
     """After every batch, checks that the whole training state is finite; keeps a copy of the
     last state that was, which the rescue checkpoint holds when training stops on a
@@ -32,13 +84,15 @@ class DivergenceGuard(Callback):
 
     The loss check in GANModule only sees losses: a huge learning rate can send BatchNorm's
     running variance or Adam's moments to infinity while the losses stay finite for a while.
-    The check is one max-abs reduction per tensor; the copy is one tensor copy of the state,
-    cheaper than a checkpoint and never written unless training diverges.
+    The check is one max-abs reduction per tensor; the copy goes into buffers in CPU memory that
+    are allocated once (``StateCopy``), so a large model neither holds a second copy of its state
+    on the accelerator nor allocates one every batch; it is never written unless training diverges.
     """
 
     def __init__(self, explode_at: float = 1e6) -> None:
         self.explode_at = explode_at
-        self._last_finite: Optional[dict[str, Any]] = None
+        self._kept = StateCopy()
+        self._kept_step: Optional[int] = None
         self._warned = False
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -49,9 +103,14 @@ class DivergenceGuard(Callback):
         self._check_and_keep(trainer, pl_module)
 
     def _check_and_keep(self, trainer, pl_module) -> None:
+        if self._check(trainer, pl_module):
+            self._keep(trainer, pl_module)
+
+    def _check(self, trainer, pl_module) -> bool:
+        """Raises when a tensor of the state is not finite; False when there is no state to keep."""
         tensors = state_tensors(pl_module, trainer.optimizers)
         if not tensors:
-            return
+            return False
         names = list(tensors)
         largest = torch.stack([t.float() for t in torch._foreach_norm(list(tensors.values()), float("inf"))])
         bad = not bool(torch.isfinite(largest).all())
@@ -68,23 +127,26 @@ class DivergenceGuard(Callback):
                 f"training is exploding: {names[int(largest.argmax())]} reached {peak:.3g} at epoch {trainer.current_epoch}, step"
                 f" {trainer.global_step}; it will stop when a value becomes non-finite: {DIVERGENCE_ADVICE}"
             )
-        self._last_finite = {
-            "step": trainer.global_step,
-            "module": {k: v.detach().clone() for k, v in pl_module.state_dict().items()},
-            "optimizers": [copy.deepcopy(o.state_dict()) for o in trainer.optimizers],
-        }
+        return True
+
+    def _keep(self, trainer, pl_module) -> None:
+        self._kept.keep({"module": pl_module.state_dict(), "optimizers": [o.state_dict() for o in trainer.optimizers]})
+        self._kept_step = trainer.global_step
 
     def restore_last_finite(self, trainer, pl_module, exception: BaseException) -> Optional[str]:
         """Put the last finite state back before the rescue checkpoint is written (called by
         callbacks.interrupt); returns what it restored, or None."""
-        if not isinstance(exception, NonFiniteLossError) or self._last_finite is None:
+        if not isinstance(exception, NonFiniteLossError) or self._kept_step is None:
             return None
-        state = self._last_finite
+        state, step = self._kept.state(), self._kept_step
         current = pl_module.state_dict()
         same_shapes = state["module"].keys() == current.keys() and all(v.shape == current[k].shape for k, v in state["module"].items())
         if not same_shapes or len(state["optimizers"]) != len(trainer.optimizers):
             return None  # the architecture changed since (a prune event in this batch): nothing consistent to restore
+        state["module"]._metadata = getattr(current, "_metadata", None)  # module versions, which flattening dropped
         pl_module.load_state_dict(state["module"])
         for optimizer, saved in zip(trainer.optimizers, state["optimizers"]):
             optimizer.load_state_dict(saved)
-        return f"the last finite state (parameters, buffers and optimizer state of step {state['step']})"
+        # On the CPU the optimizer now holds the kept buffers themselves: the next keep must not write into them.
+        self._kept, self._kept_step = StateCopy(), None
+        return f"the last finite state (parameters, buffers and optimizer state of step {step})"
