@@ -205,6 +205,7 @@ def _rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_py_factorizes_reports_and_reloads_in_a_fresh_process(tmp_path):
     run = tmp_path / "run"
     cli = GANLightningCLI(args=["fit", *_tiny_args(run, "--trainer.max_epochs", "2", "--callbacks", "lowrank", "--lowrank.epoch", "1", "--lowrank.metric", "swd")])
@@ -263,6 +264,7 @@ class RankState(Callback):
         torch.save({"state": state, "lowrank": dict(pl_module.lowrank), "world_size": trainer.world_size}, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_factorize_identically_and_keep_training_in_step(tmp_path):
     dump = tmp_path / "ranks"
     cmd = [
