@@ -194,6 +194,7 @@ def test_a_pending_probe_survives_resume(tmp_path):
     assert len(balance.decisions) == 1 and balance.decisions[0][0] == 2  # decided in the resumed epoch, on 3 + 2 margins
 
 
+@pytest.mark.slow
 def test_ddp_ranks_take_the_same_decision_and_keep_identical_weights(tmp_path):
     dump = tmp_path / "ranks"
     r0, r1 = train_py_ddp(

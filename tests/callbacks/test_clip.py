@@ -249,6 +249,7 @@ def test_wgan_clip_preset_switches_clipping_on_from_yaml(tmp_path):
 
 
 # ---------------------------------------------------------------------- (5) DDP
+@pytest.mark.slow
 def test_ddp_two_processes_clip_to_identical_weights(tmp_path):
     c, dump = C, tmp_path / "ranks"
     cmd = [

@@ -203,6 +203,7 @@ def test_bf16_mixed_distils_with_an_fp32_teacher(tmp_path):
     assert len(values) == 3 and all(torch.isfinite(torch.tensor(values)))
 
 
+@pytest.mark.slow
 def test_ddp_ranks_hold_identical_students_teachers_and_adapters(tmp_path):
     dump = tmp_path / "ranks"
     cmd = [

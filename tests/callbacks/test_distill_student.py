@@ -139,6 +139,7 @@ def test_bad_student_settings_are_one_sentence_before_training(tmp_path, capsys,
     assert not (tmp_path / "ckpts").exists() and not list(tmp_path.rglob("metrics.csv"))  # refused before any training step
 
 
+@pytest.mark.slow
 def test_ddp_ranks_hold_the_same_student(tmp_path):
     dump = tmp_path / "ranks"
     cmd = [

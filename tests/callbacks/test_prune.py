@@ -243,6 +243,7 @@ def cli_args(tmp_path: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_resume_mid_schedule_restores_masks_and_continues_the_schedule(tmp_path):
     schedule = ["--prune.granularity", "unstructured", "--prune.schedule", "iterative", "--prune.rounds", "2",
                 "--prune.start_epoch", "1", "--prune.generator_amount", "0.75", "--trainer.max_epochs", "3"]
@@ -263,6 +264,7 @@ def test_resume_mid_schedule_restores_masks_and_continues_the_schedule(tmp_path)
     assert resumed.trainer.current_epoch == whole.trainer.current_epoch == 3
 
 
+@pytest.mark.slow
 def test_structured_checkpoint_reloads_in_a_fresh_process_and_resumes(tmp_path):
     cli = GANLightningCLI(args=cli_args(tmp_path, "--prune.start_epoch", "0", "--prune.latent_amount", "0.25"))
     last = next(tmp_path.rglob("last.ckpt"))
@@ -290,6 +292,7 @@ def test_best_checkpoint_tracks_the_pruned_model_and_the_dense_best_stays_on_dis
     assert "structure" in torch.load(best, weights_only=True)
 
 
+@pytest.mark.slow
 def test_ddp_ranks_hold_identical_pruned_networks(tmp_path):
     dump = tmp_path / "ranks"
     cmd = [

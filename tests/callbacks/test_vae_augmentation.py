@@ -98,6 +98,7 @@ def test_the_vae_is_in_the_checkpoint_state_and_comes_back_identical(tmp_path, s
     assert not torch.equal(vae.synthetic_samples(trainer, module, 6, seed=3), vae.synthetic_samples(trainer, module, 6, seed=4))
 
 
+@pytest.mark.slow
 def test_resuming_uses_the_checkpoints_vae_without_training_one(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     flags = ["--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null", "--callbacks", "vae", "--vae.epochs", "1", "--vae.width", "4", "--vae.latent_dim", "4"]
@@ -133,6 +134,7 @@ def test_bad_input_is_one_sentence_before_training(tmp_path, capsys, extra, mess
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_vae_file_for_another_sample_shape_and_conditional_without_labels_are_refused(tmp_path, capsys):
     other, _ = fit_vae(torch.rand(64, 1, 16, 16) * 2 - 1, torch.zeros(64, dtype=torch.long), VAESettings(latent_dim=4, width=4, epochs=1))
     save_vae(other, tmp_path / "vae16.pt", {})

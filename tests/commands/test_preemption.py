@@ -15,6 +15,8 @@ import torch
 
 from tests.helpers import REPO, tiny_run_args
 
+pytestmark = pytest.mark.slow  # real train.py processes, signalled
+
 EPOCHS, BATCHES = 3, 30
 FLAGS = ("--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null", "--trainer.max_epochs", str(EPOCHS),
          "--trainer.limit_train_batches", str(BATCHES), "--callbacks", "prune", "--prune.start_epoch", "1", "--prune.metric", "none",

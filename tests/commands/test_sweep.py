@@ -106,6 +106,7 @@ def test_the_optimised_metric_is_one_train_py_logs(sweep):
     assert sweep["metric"]["goal"] == "minimize"
 
 
+@pytest.mark.slow
 def test_args_are_rendered_as_the_wandb_agent_does():
     utils = pytest.importorskip("wandb.sdk.launch.sweeps.utils")
     params = {"prune.generator_amount": 0.5, "prune.criterion": "taylor", "distill.gan_weight": 1.0}
@@ -113,6 +114,7 @@ def test_args_are_rendered_as_the_wandb_agent_does():
     assert rendered["args"] == render_args(params)
 
 
+@pytest.mark.slow
 def test_every_combination_parses_and_builds_its_callbacks(sweep, in_tmp_dir, capsys):
     """The full grid through train.py's own parser (built once), each run's callbacks built from it."""
     parser = BuiltNotRun(args=with_default_subcommand(agent_argv(sweep, covering(sweep)[0]))).parser

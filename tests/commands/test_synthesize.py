@@ -52,6 +52,7 @@ def test_a_conditional_vae_dataset_loads_with_the_labels_it_was_drawn_for(tmp_pa
         assert np.array_equal(pixels, expected[i, ..., 0].numpy())
 
 
+@pytest.mark.slow
 def test_a_gan_checkpoint_is_labelled_by_the_domain_classifier_and_scored_against_real_data(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(tiny_run_args(run, "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null")) == 0

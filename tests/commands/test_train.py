@@ -98,6 +98,7 @@ def test_a_preset_replaces_the_network_without_leaking_the_defaults(capsys):
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+@pytest.mark.slow
 def test_every_preset_trains_a_batch(tmp_path, preset):
     cli = GANLightningCLI(
         args=["fit", "--config", str(REPO / "configs" / preset), "--trainer.fast_dev_run", "1",
@@ -149,6 +150,7 @@ def _resume(tmp_path, last: Path, *extra: str) -> tuple[GANLightningCLI, TrainSt
     return cli, next(cb for cb in cli.trainer.callbacks if isinstance(cb, TrainStartState))
 
 
+@pytest.mark.slow
 def test_resume_from_last_continues_steps_weights_and_best_score_in_the_same_folder(tmp_path):
     first = fit(tmp_path, "--trainer.max_epochs", "2")
     folder = Path(first.trainer.checkpoint_callback.dirpath)
@@ -166,6 +168,7 @@ def test_resume_from_last_continues_steps_weights_and_best_score_in_the_same_fol
     assert after["global_step"] == 3 * 3 * 2
 
 
+@pytest.mark.slow
 def test_resume_starts_an_ema_from_a_checkpoint_without_one_and_names_the_flag_the_other_way(tmp_path, capsys):
     plain = fit(tmp_path / "plain", "--model.ema_decay", "null")
     plain_last = Path(plain.trainer.checkpoint_callback.dirpath) / "last.ckpt"
@@ -180,6 +183,7 @@ def test_resume_starts_an_ema_from_a_checkpoint_without_one_and_names_the_flag_t
     assert "resume with --model.ema_decay 0.9" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_architecture_is_refused_and_left_intact(tmp_path, capsys):
     first = fit(tmp_path)
     last = Path(first.trainer.checkpoint_callback.dirpath) / "last.ckpt"
@@ -201,6 +205,7 @@ def test_unreadable_checkpoint_is_refused_before_building_anything(tmp_path, cap
     assert message in err and str(ckpt) in err
 
 
+@pytest.mark.slow
 def test_wandb_without_credentials_logs_offline_with_scalars_images_and_config(tmp_path, monkeypatch):
     import json
 
@@ -229,6 +234,7 @@ def test_wandb_without_credentials_logs_offline_with_scalars_images_and_config(t
     assert json.loads(config["config"])["callbacks"] == "grad_norm"  # the full CLI config
 
 
+@pytest.mark.slow
 def test_tensorboard_receives_the_sample_grid(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -244,6 +250,7 @@ def test_tensorboard_receives_the_sample_grid(tmp_path):
     assert any(tag.startswith("model/layers") for tag in events.Tags()["tensors"])  # the layer table as text
 
 
+@pytest.mark.slow
 def test_cli_checkpoint_rebuilds_its_model_in_plain_python(tmp_path):
     from gan_lightning.core.module import GANModule
 
@@ -254,6 +261,7 @@ def test_cli_checkpoint_rebuilds_its_model_in_plain_python(tmp_path):
     torch.testing.assert_close(loaded.generate(8, seed=5), cli.model.cpu().generate(8, seed=5))
 
 
+@pytest.mark.slow
 def test_resumed_wandb_run_continues_the_same_run(tmp_path):
     import wandb
 

@@ -145,6 +145,7 @@ def test_a_module_built_in_python_needs_a_spec(tmp_path):
 
 
 # ---------------------------------------------------------------------- the command
+@pytest.mark.slow
 def test_export_command_on_a_pruned_and_factorized_train_py_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
     args = tiny_run_args(

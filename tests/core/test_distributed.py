@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gan_lightning.core.hooks import GANCallback
 from tests.helpers import REPO, make_trainer, tiny_digits, tiny_module, train_py_ddp
 
 
+@pytest.mark.slow
 def test_plain_ddp_flag_trains_and_keeps_both_ranks_identical(tmp_path):
     """What a user types: `--trainer.strategy ddp --trainer.devices 2` through train.py (the
     launcher re-executes the script), with the generator step's unused D parameters and the
@@ -67,6 +69,7 @@ def test_bf16_mixed_autocasts_the_step_and_keeps_fp32_master_weights(tmp_path, s
     assert torch.isfinite(trainer.callback_metrics["val/swd"])
 
 
+@pytest.mark.slow
 def test_a_data_error_on_one_rank_is_its_sentence_not_a_page_of_collective_traceback(tmp_path):
     """One rank reads a truncated image and stops with its sentence; the other rank's collective
     then fails, and says so in one line instead of ~100 lines of gloo traceback."""

@@ -95,6 +95,7 @@ def test_nan_loss_stops_with_one_sentence_and_keeps_the_last_finite_weights(tmp_
         torch.testing.assert_close(saved["state_dict"][k], v)
 
 
+@pytest.mark.slow
 def test_a_short_fit_learns_the_digits(tmp_path, seeded):
     """The real-fit check: samples move much closer to held-out digits than the untrained generator's."""
     data = tiny_digits(batch_size=64)
@@ -109,6 +110,7 @@ def test_a_short_fit_learns_the_digits(tmp_path, seeded):
     assert trainer.callback_metrics["val/swd"].item() < before
 
 
+@pytest.mark.slow
 def test_a_checkpoint_saved_from_a_loaded_model_loads_again(tmp_path):
     """Fine-tuning in Python from a train.py checkpoint, then saving: the new file must still
     know how to build the networks."""

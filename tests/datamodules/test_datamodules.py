@@ -123,6 +123,7 @@ def write_mnist(root: Path, folder: str, n_train: int = 20, n_test: int = 10) ->
 
 
 @pytest.mark.parametrize("cls, folder", [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST")])
+@pytest.mark.slow
 def test_mnist_reads_idx_files_exactly(tmp_path, no_download, cls, folder):
     arrays = write_mnist(tmp_path, folder)
     dm = cls(root=str(tmp_path), image_size=28, batch_size=4)

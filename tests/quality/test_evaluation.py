@@ -46,6 +46,7 @@ def test_training_logs_named_metrics_and_keeps_the_best_fid(trained_run):
     assert described["domain_accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_evaluating_a_checkpoint_reproduces_training_and_itself(trained_run, tmp_path, capsys):
     _, run = trained_run
     ckpt = str(run / "checkpoints" / "last.ckpt")
@@ -115,6 +116,7 @@ def test_a_generator_stuck_on_one_ring_mode_covers_one_mode():
     assert healthy["modes"] == 8 and healthy["mode_kl"] < collapsed["mode_kl"]
 
 
+@pytest.mark.slow
 def test_digit_classes_are_counted_by_the_domain_classifier(tmp_path):
     data = DigitsDataModule(image_size=8)
     data.setup("fit")
@@ -128,6 +130,7 @@ def test_digit_classes_are_counted_by_the_domain_classifier(tmp_path):
     assert varied["fid"] < collapsed["fid"]
 
 
+@pytest.mark.slow
 def test_metrics_every_other_epoch_still_keep_a_best_checkpoint(tmp_path):
     cli = GANLightningCLI(args=["fit", "--config", TINY, "--trainer.max_epochs", "2", "--metrics.every_n_epochs", "2",
                                 "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path)])
@@ -136,6 +139,7 @@ def test_metrics_every_other_epoch_still_keep_a_best_checkpoint(tmp_path):
     assert Path(cli.trainer.checkpoint_callback.best_model_path).name == "best-epoch001.ckpt"
 
 
+@pytest.mark.slow
 def test_filling_the_classifier_cache_does_not_change_the_gan_run(tmp_path):
     def final_generator(cache: Path) -> dict:
         cli = GANLightningCLI(args=["fit", "--config", TINY, "--metrics.domain_cache_dir", str(cache),
@@ -160,6 +164,7 @@ def test_an_evaluation_failure_stops_training_with_one_sentence(tmp_path, monkey
     assert "evaluating the generator failed (RuntimeError: feature extractor exploded)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_generator_making_nan_is_scored_nan_not_a_crash(tmp_path):
     data = DigitsDataModule(image_size=8)
     data.setup("fit")
@@ -169,6 +174,7 @@ def test_a_generator_making_nan_is_scored_nan_not_a_crash(tmp_path):
     assert all(out[k] != out[k] for k in ("fid", "kid", "precision"))  # NaN, which ModelCheckpoint ranks worst
 
 
+@pytest.mark.slow
 def test_sparse_metrics_keep_last_checkpoint_current_and_any_val_key_monitorable(tmp_path):
     cli = GANLightningCLI(args=["fit", "--config", str(REPO / "configs" / "gmm_ring.yaml"), "--trainer.max_epochs", "3",
                                 "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",

@@ -58,6 +58,7 @@ def test_held_out_digits_score_much_better_than_shifted_ones(digits, classifier)
     assert fidelity_metrics(train, val, domain_weights=str(path))["fid"] < fidelity_metrics(shifted, val, domain_weights=str(path))["fid"]
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_invalidated_when_the_data_changes(tmp_path, monkeypatch):
     calls = []
     original = features.DomainClassifier

@@ -36,6 +36,7 @@ def _measure(cli, fidelity, split: str, num_real: int) -> dict:
                               domain_weights=fidelity.domain_weights, real_split=split)
 
 
+@pytest.mark.slow
 def test_each_split_sets_the_real_samples_and_changes_fid(all_split_run):
     cli, fidelity, _ = all_split_run
     data = cli.datamodule
@@ -72,6 +73,7 @@ def test_compression_measures_fid_against_the_runs_split(all_split_run):
     assert measure_quality(cli.trainer, cli.model, "fid", fidelity) == _measure(cli, fidelity, "all", 2000)["fid"]
 
 
+@pytest.mark.slow
 def test_evaluate_uses_the_runs_split_its_override_and_val_for_older_configs(all_split_run, tmp_path, capsys):
     _, _, run = all_split_run
     args = ["--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--seeds", "0"]

@@ -32,7 +32,7 @@ CASES += [
     Case("diverging-learning-rate", "divergence", "train",
          lambda ws: tiny(ws, "--checkpoint.monitor", "null", "--metrics.every_n_epochs", "0", "--model.lr_g", "1e7", "--model.lr_d", "1e7"),
          r"error: .* became non-finite at epoch 0, batch \d+ \(step \d+\); the last finite state .* is saved to .*on_exception\.ckpt: lower --model\.lr_g",
-         check=rescue_is_finite),
+         check=rescue_is_finite, slow=True),
     Case("resume-other-architecture", CATEGORY, "train",
          lambda ws: tiny(ws, "--model.generator.init_args.width", "8", "--ckpt_path", str(ws.ckpt)),
          r"error: the checkpoint was saved from a different architecture than the configured model"),

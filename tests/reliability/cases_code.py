@@ -63,5 +63,5 @@ CASES = [
     Case("code-ckpt-evaluate", CATEGORY, "evaluate", lambda ws: ["--ckpt_path", crafted_checkpoint(ws), "--features", "none", "--seeds", "0"], REFUSED, check=no_code_ran),
     Case("code-ckpt-generate", CATEGORY, "generate", lambda ws: ["--source", crafted_checkpoint(ws), "--out", str(ws.path("samples"))], REFUSED, check=no_code_ran),
     Case("code-export-generate", CATEGORY, "generate", lambda ws: ["--source", crafted_export(ws), "--out", str(ws.path("samples"))], REFUSED, check=no_code_ran),
-    Case("code-distill-teacher", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "distill", "--distill.teacher_ckpt", crafted_teacher(ws)), REFUSED, check=no_code_ran),
+    Case("code-distill-teacher", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "distill", "--distill.teacher_ckpt", crafted_teacher(ws)), REFUSED, check=no_code_ran, slow=True),
 ]

@@ -129,12 +129,12 @@ UNREADABLE = r"error: The image file .*images/bad\.png \(under --data\.root\) is
 
 CASES = [
     # data folders: bad files are found at the first batch that reads them
-    Case("data-image-truncated", DATA, "train", lambda ws: image_run(ws, images(ws, truncate)), UNREADABLE.replace(r"\(.+\)", r"\(image file is truncated\)")),
-    Case("data-image-html-saved-as-png", DATA, "train", lambda ws: image_run(ws, images(ws, lambda p: p.write_text("<html>404</html>"))), UNREADABLE),
-    Case("data-image-empty-file", DATA, "train", lambda ws: image_run(ws, images(ws, lambda p: p.write_bytes(b""))), UNREADABLE),
+    Case("data-image-truncated", DATA, "train", lambda ws: image_run(ws, images(ws, truncate)), UNREADABLE.replace(r"\(.+\)", r"\(image file is truncated\)"), slow=True),
+    Case("data-image-html-saved-as-png", DATA, "train", lambda ws: image_run(ws, images(ws, lambda p: p.write_text("<html>404</html>"))), UNREADABLE, slow=True),
+    Case("data-image-empty-file", DATA, "train", lambda ws: image_run(ws, images(ws, lambda p: p.write_bytes(b""))), UNREADABLE, slow=True),
     Case("data-image-truncated-in-a-worker", DATA, "train", lambda ws: image_run(ws, images(ws, truncate), "--data.num_workers", "1"),
-         r"error: The image file .*images/bad\.png \(under --data\.root\) is unreadable \(image file is truncated\); remove or replace it\.\n"),
-    Case("data-image-every-mode-trains", DATA, "train", lambda ws: image_run(ws, every_mode(ws)), NO_ERROR, rc=0, check=checkpoint_written),
+         r"error: The image file .*images/bad\.png \(under --data\.root\) is unreadable \(image file is truncated\); remove or replace it\.\n", slow=True),
+    Case("data-image-every-mode-trains", DATA, "train", lambda ws: image_run(ws, every_mode(ws)), NO_ERROR, rc=0, check=checkpoint_written, slow=True),
     Case("data-image-folder-without-images", DATA, "train", lambda ws: image_run(ws, folder(ws, "images")),
          r"error: The image folder .*images given by --data\.root holds 0 images"),
     Case("data-root-is-a-file", DATA, "train", lambda ws: image_run(ws, a_file(ws, "images.zip")),

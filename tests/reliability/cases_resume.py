@@ -28,11 +28,11 @@ def pruned_checkpoint(ws: Workspace, record: bool = True) -> str:
 CASES = [
     Case("resume-without-prune", CATEGORY, "train",
          lambda ws: tiny(ws, *RUN, "--trainer.max_epochs", "2", "--ckpt_path", pruned_checkpoint(ws)),
-         r"error: --ckpt_path .*last\.ckpt was trained with --callbacks prune, and resuming without prune would lose its state.*resume with --callbacks prune"),
+         r"error: --ckpt_path .*last\.ckpt was trained with --callbacks prune, and resuming without prune would lose its state.*resume with --callbacks prune", slow=True),
     Case("resume-without-prune-old-checkpoint", CATEGORY, "train",
          lambda ws: tiny(ws, *RUN, "--trainer.max_epochs", "2", "--ckpt_path", pruned_checkpoint(ws, record=False)),
-         r"error: --ckpt_path .*was trained with --callbacks prune"),
+         r"error: --ckpt_path .*was trained with --callbacks prune", slow=True),
     Case("resume-with-changed-prune-amount", CATEGORY, "train",
          lambda ws: tiny(ws, *RUN, *PRUNE, "--prune.generator_amount", "0.8", "--trainer.max_epochs", "2", "--ckpt_path", pruned_checkpoint(ws)),
-         r"error: --ckpt_path .* plug-in options differ: --prune\.generator_amount 0\.8 \(the checkpoint's run used 0\.5\)"),
+         r"error: --ckpt_path .* plug-in options differ: --prune\.generator_amount 0\.8 \(the checkpoint's run used 0\.5\)", slow=True),
 ]
