@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import yaml
 from jsonargparse import Namespace
-from pytorch_lightning import Callback, Trainer
+from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -33,6 +33,7 @@ from gan_lightning.class_paths import allow_classes
 from gan_lightning.commands.config_files import check_config_args
 from gan_lightning.commands.console import run
 from gan_lightning.commands.presets import preset_path
+from gan_lightning.commands.resume_checks import PlugInRecord, check_resumed_plug_ins, continue_run_folder, refuse_replacing_checkpoints
 from gan_lightning.core.checkpoint import AtomicCheckpointIO, read_checkpoint
 from gan_lightning.commands.wandb_mode import configure_wandb, start_wandb_or_go_offline
 from gan_lightning.core.loggers import describe_run, run_dir
@@ -57,19 +58,6 @@ class SaveRunConfig(SaveConfigCallback):
         path.write_text(text)
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": yaml.safe_load(text)})
-
-
-class PlugInRecord(Callback):
-    """Writes the switched-on plug-ins and their options into every checkpoint, so that a
-    resume can refuse to silently change them (see ``_check_resumed_plug_ins``)."""
-
-    KEY = "gan_lightning_plug_ins"
-
-    def __init__(self, options: dict[str, dict[str, Any]]) -> None:
-        self.options = options
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[self.KEY] = self.options
 
 
 def _plain(value: Any) -> Any:
@@ -168,9 +156,10 @@ class GANLightningCLI(LightningCLI):
             allow_classes([student["class_path"]])
         self.plug_in_options = {name: _plain(cfg[name].as_dict()) for name in self.callback_names}
         if self.resume_checkpoint is not None and self.subcommand == "fit":
-            self._check_resumed_plug_ins(cfg)
-            self._continue_run_folder(cfg, Path(cfg.ckpt_path))
-        self._refuse_replacing_checkpoints(cfg)
+            check_resumed_plug_ins(cfg, self.resume_checkpoint, self.callback_names, self.plug_in_options)
+            continue_run_folder(cfg, Path(cfg.ckpt_path))
+        if self.subcommand == "fit":  # only fit writes checkpoints
+            refuse_replacing_checkpoints(cfg, self.resume_checkpoint)
         self._configure_wandb(cfg)
 
     def _align_checkpoint_with_metrics(self, cfg: Namespace) -> None:
@@ -195,75 +184,6 @@ class GANLightningCLI(LightningCLI):
         if every > 1 and (cfg.checkpoint.get("every_n_epochs") or 1) % every:
             # ModelCheckpoint refuses an epoch whose metrics lack its monitor
             cfg.checkpoint.every_n_epochs = every
-
-    @staticmethod
-    def _continue_run_folder(cfg: Namespace, ckpt_path: Path) -> None:
-        """A resumed run writes on into the checkpoint's run folder (and W&B run), so that
-        ModelCheckpoint keeps its best score and the dashboard shows one continuous run."""
-        if ckpt_path.parent.name != "checkpoints" or cfg.checkpoint.get("dirpath"):
-            return
-        cfg.checkpoint.dirpath = str(ckpt_path.parent)
-        logger_cfg = cfg.trainer.get("logger")
-        if isinstance(logger_cfg, Namespace) and str(logger_cfg.get("class_path", "")).endswith("WandbLogger"):
-            if logger_cfg.init_args.get("id") is None:
-                logger_cfg.init_args["id"] = ckpt_path.parent.parent.name
-                logger_cfg["dict_kwargs"] = {**(logger_cfg.get("dict_kwargs") or {}), "resume": "allow"}
-
-    def _check_resumed_plug_ins(self, cfg: Namespace) -> None:
-        """Resuming means the same run: a plug-in whose state the checkpoint holds must stay on
-        (without prune, its masks would be gone after one epoch), with the same options.
-        Plug-ins may be added. Checkpoints written before options were recorded are checked
-        for the plug-ins only."""
-        checkpoint = self.resume_checkpoint
-        saved_state = checkpoint.get("callbacks", {})
-        recorded = checkpoint.get(PlugInRecord.KEY)
-        had = set(recorded) if recorded is not None else set()
-        stateful = {n for n, c in CALLBACKS.items() if c.__qualname__ in saved_state}  # a monitor like grad_norm may go
-        had |= stateful
-        dropped = sorted(stateful - set(self.callback_names))
-        if dropped:
-            raise ConfigError(
-                f"--ckpt_path {cfg.ckpt_path} was trained with --callbacks {','.join(sorted(had))}, and resuming without"
-                f" {', '.join(dropped)} would lose {'its' if len(dropped) == 1 else 'their'} state (e.g. pruning masks):"
-                f" resume with --callbacks {','.join(sorted(had | set(self.callback_names)))}"
-            )
-        changed = [
-            f"--{name}.{key} {self.plug_in_options[name].get(key)!r} (the checkpoint's run used {value!r})"
-            for name, options in (recorded or {}).items()
-            for key, value in options.items()
-            if self.plug_in_options[name].get(key) != value
-        ]
-        if changed:
-            raise ConfigError(
-                f"--ckpt_path {cfg.ckpt_path} continues a run whose plug-in options differ: {'; '.join(changed[:4])}; resume with the"
-                " run's own options (its config.yaml has them), or start a new run to change them"
-            )
-
-    def _refuse_replacing_checkpoints(self, cfg: Namespace) -> None:
-        """ModelCheckpoint writes last.ckpt and prunes best-*.ckpt in its folder without asking:
-        another run's folder, or a newer checkpoint of the run being resumed, would be lost.
-        Only fit writes checkpoints."""
-        if self.subcommand != "fit" or not cfg.checkpoint.get("dirpath"):
-            return  # Lightning's default is a new version folder per run
-        folder = Path(cfg.checkpoint.dirpath)
-        existing = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
-        if not existing:
-            return
-        resume = Path(cfg.ckpt_path).resolve() if self.resume_checkpoint is not None else None
-        if resume is None or resume.parent != folder.resolve():
-            raise ConfigError(
-                f"--checkpoint.dirpath {folder} already holds checkpoints of another run ({', '.join(existing[:3])}), which this run"
-                f" would replace: choose a new folder, or continue that run with --ckpt_path {folder / existing[-1]}"
-            )
-        last = folder / "last.ckpt"
-        if last.is_file() and last.resolve() != resume:
-            newer = read_checkpoint(last, flag="the run's").get("global_step", 0)
-            step = self.resume_checkpoint.get("global_step", 0)
-            if newer > step:
-                raise ConfigError(
-                    f"--ckpt_path {cfg.ckpt_path} (step {step}) is older than {last} (step {newer}), which the resumed run would"
-                    f" overwrite: resume from {last}, or branch off into a new folder with --checkpoint.dirpath NEW_FOLDER"
-                )
 
     def after_instantiate_classes(self) -> None:
         # Checked here, before the Trainer starts its logger, so that a refused run leaves no run folder.
