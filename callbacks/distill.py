@@ -32,8 +32,6 @@ alignment and perceptual terms and the adversarial weight belong to a GAN (adapt
 
 from __future__ import annotations
 
-import copy
-import hashlib
 from typing import Any, Optional
 
 import torch
@@ -46,10 +44,10 @@ from callbacks.compression import forget_best_checkpoints
 from callbacks.registry import register
 from callbacks.state import StateContract
 from gan_lightning.class_paths import check_class_path, class_paths_in
+from gan_lightning.compress.edits import EditRecord, build_generator, replace_network
 from gan_lightning.compress.profiling import batchnorm_momentum, evaluating, network_cost, parameter_device
 from gan_lightning.compress.schedules import event_epoch
-from gan_lightning.compress.replay import replay_edits
-from gan_lightning.compress.storage import build_generator, spec_from_hparams
+from gan_lightning.compress.storage import spec_from_hparams
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.hooks import GANCallback
@@ -57,17 +55,10 @@ from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.module import GANModule
 from gan_lightning.distill.losses import OutputLoss, adapter, adapter_key, alignment_loss, feature_loss, output_loss, perceptual_loss
 from gan_lightning.distill.taps import FeatureTaps, TrainingCalls, check_layers, default_feature_layers
+from gan_lightning.distill.teacher import capture_teacher, rebuild_teacher, teacher_record, weights_hash
 from gan_lightning.errors import CheckpointError, ConfigError
 
 AUXILIARY = "distill"  # the key of the adapters in GANModule.auxiliary
-
-
-def weights_hash(network: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(network.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 @register("distill")
@@ -151,6 +142,7 @@ class Distill(StateContract, GANCallback):
         self._loss_terms: Optional[LossTerms] = None  # ... and the wrapper adding the output term to its loss
         self._latents: Optional[torch.Tensor] = None
         self._stale = False  # the taps hook an older teacher object
+        self._edits_at_start = EditRecord()  # the module's edits when this run started (see on_fit_start)
 
     # ------------------------------------------------------------------ checks
     @property
@@ -189,9 +181,9 @@ class Distill(StateContract, GANCallback):
                 f"--distill.student replaces the generator by a new network, and {names} compresses the generator into a student"
                 " already: use one of the two (--callbacks prune,distill without --distill.student, or --callbacks distill --distill.student ...)"
             )
-        if "generator" in module.replaced:  # resumed after the replacement
+        if module.edits.replacement("generator") is not None:  # resumed after the replacement
             return
-        if module.structure.get("generator") or any(k.startswith("generator.") for k in module.lowrank):
+        if module.edits.compressed("generator"):
             raise ConfigError("--distill.student replaces the generator, which is already pruned or factorized: distil into it without --distill.student")
         if self.teacher_ckpt is not None and self.student_epoch:
             raise ConfigError(
@@ -263,8 +255,7 @@ class Distill(StateContract, GANCallback):
         except Exception as exc:
             raise CheckpointError(f"--distill.teacher_ckpt {path} cannot be loaded ({type(exc).__name__}: {exc})") from exc
         self._check_teacher(teacher, module, f"--distill.teacher_ckpt {path}")
-        ranks = {k.split(".", 1)[1]: int(r) for k, r in checkpoint.get("lowrank", {}).items() if k.startswith("generator.")}
-        self._adopt_teacher(teacher, spec, checkpoint.get("structure", {}).get("generator", {}), ranks, str(path))
+        self._adopt_teacher(teacher, spec, EditRecord.from_checkpoint(checkpoint, f"--distill.teacher_ckpt {path}"), str(path))
 
     def _check_teacher(self, teacher: nn.Module, module, where: str) -> None:
         """The teacher must take the student's latents (or a superset of them) and make samples
@@ -284,34 +275,13 @@ class Distill(StateContract, GANCallback):
     @staticmethod
     def _latent_index(module) -> torch.Tensor:
         """For each of the student's latent dimensions, its index in the original (teacher's) z."""
-        kept = module.structure.get("generator", {}).get(INPUT_KEY)
+        kept = module.edits.kept("generator").get(INPUT_KEY)
         return torch.tensor(kept if kept is not None else range(module.z_dim), dtype=torch.long)
 
     # ------------------------------------------------------------------ the teacher
-    def _adopt_teacher(self, teacher: nn.Module, spec, structure, ranks, source: str) -> None:
-        teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
-        self.teacher = {
-            "spec": spec, "structure": {k: list(v) for k, v in structure.items()}, "ranks": dict(ranks),
-            "state_dict": {k: v.detach().cpu().clone() for k, v in teacher.state_dict().items()},
-            "z_dim": getattr(teacher, "z_dim", None), "source": source, "sha256": weights_hash(teacher),
-        }
-        self.teacher_net = teacher
-        rank_zero_info(f"distill: teacher from {source} ({sum(p.numel() for p in teacher.parameters()):,} parameters)")
-
-    def _rebuild_teacher(self) -> nn.Module:
-        """The saved teacher, rebuilt from its class path, its recorded edits and its weights."""
-        record = self.teacher
-        if record.get("spec") is None:
-            raise CheckpointError("the distill callback's saved teacher has no generator class path (the run was not built by train.py), so it cannot be rebuilt")
-        teacher = build_generator(record["spec"], source="the distill teacher saved in the checkpoint")
-        build_z = record["spec"]["init_args"].get("z_dim", getattr(teacher, "z_dim", None))
-        replay_edits(teacher, torch.zeros(2, build_z), record["structure"], record["ranks"])
-        teacher.load_state_dict(record["state_dict"])
-        teacher.z_dim = record["z_dim"]
-        teacher = teacher.eval().requires_grad_(False)
-        if weights_hash(teacher) != record["sha256"]:
-            raise CheckpointError("the distill callback's saved teacher does not match its hash: the checkpoint is corrupted")
-        return teacher
+    def _adopt_teacher(self, teacher: nn.Module, spec, edits: EditRecord, source: str) -> None:
+        self.teacher, self.teacher_net = capture_teacher(teacher, spec, edits, source)
+        rank_zero_info(f"distill: teacher from {source} ({sum(p.numel() for p in self.teacher_net.parameters()):,} parameters)")
 
     # ------------------------------------------------------------------ taps and adapters
     def _attach(self, module) -> None:
@@ -377,6 +347,11 @@ class Distill(StateContract, GANCallback):
             self.load_state_dict(saved)
             self._attach(module)
 
+    def on_fit_start(self, trainer: Trainer, pl_module) -> None:
+        # after a resumed checkpoint's edits are replayed, before this run changes anything: the
+        # edits a teacher taken from this run's first change has
+        self._edits_at_start = getattr(pl_module, "edits", EditRecord()).copy()
+
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous: Optional[nn.Module]) -> None:
         student = target_of(module).student(self.network)
         if self.teacher_net is None and network == student and previous is not None:
@@ -389,12 +364,11 @@ class Distill(StateContract, GANCallback):
         # BatchNorm statistics are each rank's own: rank 0's teacher is everyone's
         previous.load_state_dict(trainer.strategy.broadcast(previous.state_dict(), src=0))
         spec = target_of(module).teacher_spec(previous)
-        # the first change of this run: the teacher has no recorded edits
-        self._adopt_teacher(previous, spec, {}, {}, source)
+        self._adopt_teacher(previous, spec, self._edits_at_start, source)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
         # ">=": a run resumed (or extended) past the epoch without the replacement still gets it
-        if self.student is not None and "generator" not in pl_module.replaced and trainer.current_epoch >= self.replacement_epoch(trainer.max_epochs):
+        if self.student is not None and pl_module.edits.replacement("generator") is None and trainer.current_epoch >= self.replacement_epoch(trainer.max_epochs):
             self._replace_generator(trainer, pl_module)
 
     def _replace_generator(self, trainer: Trainer, module) -> None:
@@ -404,8 +378,8 @@ class Distill(StateContract, GANCallback):
         if self.teacher_net is None:
             self._adopt_previous(trainer, module, previous, f"the run's generator at epoch {trainer.current_epoch}")
         spec = self.student_spec(module)
-        module.replace_generator(self.build_student(spec, module), spec)
-        module.architecture_changed("generator", previous)
+        replaces = module.edits.spec("generator", spec_from_hparams(module.hparams))
+        module.architecture_changed("generator", previous, edit=replace_network(module, "generator", self.build_student(spec, module), spec, replaces))
         # "best" now means the best student: the teacher's checkpoints (files kept) would hold the title
         for path in forget_best_checkpoints(trainer):
             rank_zero_info(f"distill: the best checkpoint so far ({path}) holds the generator before the student; it is kept, and best-* now tracks the student")
@@ -481,8 +455,10 @@ class Distill(StateContract, GANCallback):
     # ------------------------------------------------------------------ state
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
+        if self.teacher is not None:
+            self.teacher = teacher_record(self.teacher)  # one written before the edit record: its current form
         if self.teacher is None:
             self.teacher_net = None
         elif self.teacher_net is None or weights_hash(self.teacher_net) != self.teacher["sha256"]:
-            self.teacher_net = self._rebuild_teacher()
+            self.teacher_net = rebuild_teacher(self.teacher)
             self._stale = True  # its taps attach at the next step

@@ -189,11 +189,11 @@ class LowRankFactorization(CompressionCallback):
         else:
             changed = sorted({key.split(".", 1)[0] for key in ranks}, reverse=True)  # a GAN's generator first
             previous = {net: target_of(module).previous(net) for net in changed}
-            factorize_module(module, ranks)
+            edits = factorize_module(module, ranks)
             # new parameters: new optimizer moments, and under DDP a new wrapper (it also
             # broadcasts rank 0's factors, so SVD round-off cannot split the ranks)
             for net in changed:
-                architecture_changed(trainer, module, net, previous[net])
+                architecture_changed(trainer, module, net, previous[net], edit=edits[net])
         summary = report_event(
             trainer, module, "lowrank", before, self.report_dense(module), self.metric_name, self.fidelity,
             self.latency_batch, self.history,

@@ -242,10 +242,8 @@ class EditRecord:
             return cls.from_state(checkpoint["edits"], source)
         structure, ranks, replaced = checkpoint.get("structure", {}), checkpoint.get("lowrank", {}), checkpoint.get("replaced", {})
         names = {*structure, *replaced, *(key.split(".", 1)[0] for key in ranks)}
-        return cls({
-            name: old_edits(structure.get(name, {}), {k.split(".", 1)[1]: r for k, r in ranks.items() if k.split(".", 1)[0] == name}, replaced.get(name))
-            for name in sorted(names)
-        })
+        own_ranks = {name: {k.split(".", 1)[1]: r for k, r in ranks.items() if k.split(".", 1)[0] == name} for name in names}
+        return cls({name: old_edits(structure.get(name, {}), own_ranks[name], replaced.get(name)) for name in sorted(names)})
 
 
 def old_edits(structure: dict[str, list[int]], ranks: dict[str, int], replaced: Optional[dict[str, Any]] = None) -> list[Edit]:

@@ -202,7 +202,10 @@ def apply_cut(network: nn.Module, example: torch.Tensor, units: dict[str, list[i
         if group is None and isinstance(_submodule(network, layer), LowRank):
             continue  # factorized after this cut: the network is past it
         if group is None:
-            raise CheckpointError(f"layer {layer!r} is recorded as cut but {type(network).__name__} has no such layer with units to cut at that point: use the network settings it was trained with")
+            raise CheckpointError(
+                f"layer {layer!r} is recorded as cut but {type(network).__name__} has no such layer with units to cut at that point:"
+                " use the network settings it was trained with"
+            )
         if group.units > len(keep):
             _check_positions(network, layer, keep, group.units)
             remove_units(network, group, torch.tensor(keep, dtype=torch.long))
@@ -220,7 +223,10 @@ def _submodule(network: nn.Module, name: str) -> Optional[nn.Module]:
 
 def _check_positions(network: nn.Module, layer: str, keep: list[int], units: int) -> None:
     if keep and max(keep) >= units:
-        raise CheckpointError(f"layer {layer!r} of {type(network).__name__} has {units} units but the recorded cut keeps unit {max(keep)}: use the network settings it was trained with")
+        raise CheckpointError(
+            f"layer {layer!r} of {type(network).__name__} has {units} units but the recorded cut keeps unit {max(keep)}:"
+            " use the network settings it was trained with"
+        )
 
 
 INPUT_KEY = "<input>"

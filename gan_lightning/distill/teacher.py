@@ -42,11 +42,13 @@ def capture_teacher(teacher: nn.Module, spec: Optional[dict[str, Any]], edits: E
     return record, teacher
 
 
-def teacher_edits(record: dict[str, Any]) -> EditRecord:
-    """The edits of a teacher record, of either form."""
+def teacher_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A saved teacher record in the current form (an old one's ``structure`` and ``ranks``
+    become its ``edits``), so that the checkpoints a resumed run writes hold the current form."""
     if "edits" in record:
-        return EditRecord.from_state(record["edits"], "the distill teacher saved in the checkpoint")
-    return EditRecord({"generator": old_edits(record.get("structure", {}), record.get("ranks", {}))})
+        return record
+    old = {k: v for k, v in record.items() if k not in ("structure", "ranks")}
+    return {**old, "edits": EditRecord({"generator": old_edits(record.get("structure", {}), record.get("ranks", {}))}).to_state()}
 
 
 def rebuild_teacher(record: dict[str, Any]) -> nn.Module:
@@ -55,7 +57,8 @@ def rebuild_teacher(record: dict[str, Any]) -> nn.Module:
         raise CheckpointError("the distill callback's saved teacher has no generator class path (the run was not built by train.py), so it cannot be rebuilt")
     built = build_generator(record["spec"], source="the distill teacher saved in the checkpoint")
     build_z = record["spec"]["init_args"].get("z_dim", getattr(built, "z_dim", None))
-    teacher = teacher_edits(record).replay("generator", built, torch.zeros(2, build_z))
+    edits = EditRecord.from_state(teacher_record(record)["edits"], "the distill teacher saved in the checkpoint")
+    teacher = edits.replay("generator", built, torch.zeros(2, build_z))
     teacher.load_state_dict(record["state_dict"])
     teacher.z_dim = record["z_dim"]
     teacher = teacher.eval().requires_grad_(False)

@@ -17,6 +17,7 @@ from torch import nn
 
 from callbacks.lowrank import LowRankFactorization
 from gan_lightning.commands.train import GANLightningCLI
+from gan_lightning.compress.edits import EditRecord, Factorize
 from gan_lightning.compress.lowrank import LowRank, apply_ranks, choose_rank, energy_kept, factorize, factorize_module, plan_ranks, singular_values
 from gan_lightning.compress.profiling import network_cost
 from gan_lightning.compress.pruning import cut_units
@@ -149,25 +150,25 @@ def _same_samples(a, b) -> None:
 def test_ema_is_factorized_identically_and_a_fresh_module_rebuilds_it():
     torch.manual_seed(0)
     module = tiny_module(ema_decay=0.9)
-    factorize_module(module, {"generator.stem.0": 3})
+    module.edits.append("generator", factorize_module(module, {"generator.stem.0": 3})["generator"])
     g, ema = module.generator.state_dict(), module.generator_ema.state_dict()
     assert set(g) == set(ema) and all(torch.equal(g[k], ema[k]) for k in g)
     assert not any(p.requires_grad for p in module.generator_ema.parameters())
     assert all(p.requires_grad for p in module.generator.parameters())
-    assert module.generator.stem[0].rank == 3 and module.lowrank == {"generator.stem.0": 3}
+    assert module.generator.stem[0].rank == 3 and module.edits.ranks("generator") == {"stem.0": 3}
     ckpt = _checkpoint(module)
-    assert ckpt["lowrank"] == {"generator.stem.0": 3} and "structure" not in ckpt
+    assert EditRecord.from_state(ckpt["edits"]) == EditRecord({"generator": [Factorize({"stem.0": 3})]})  # no cut
     fresh = tiny_module(ema_decay=0.9)
     assert fresh.checkpoint_mismatch(ckpt) is None
     fresh.load_state_dict(ckpt["state_dict"])
-    assert fresh.lowrank == module.lowrank
+    assert fresh.edits == module.edits
     _same_samples(module, fresh)
     assert fresh.checkpoint_mismatch(ckpt) is None  # adopting twice is harmless
 
 
 def test_a_recorded_layer_the_network_lacks_is_one_clear_sentence():
     ckpt = _checkpoint(tiny_module())
-    ckpt["lowrank"] = {"generator.stem.5": 2}
+    ckpt["edits"] = EditRecord({"generator": [Factorize({"stem.5": 2})]}).to_state()
     with pytest.raises(CheckpointError) as info:
         tiny_module().checkpoint_mismatch(ckpt)
     assert str(info.value).startswith("layer 'stem.5' is recorded as low-rank factorized but DCGANGenerator has no such")
@@ -179,12 +180,12 @@ def test_rebuild_with_structured_pruning_in_either_order(order):
     torch.manual_seed(0)
     module = tiny_module(ema_decay=0.9)
     if order == "cut_then_factorize":
-        cut_units(module, "generator", {"stem.0": torch.tensor([0, 2, 3])})  # 3 of 4 feature maps
-        factorize_module(module, {"generator.stem.0": 2})
+        module.edits.append("generator", cut_units(module, "generator", {"stem.0": torch.tensor([0, 2, 3])}))  # 3 of 4 feature maps
+        module.edits.append("generator", factorize_module(module, {"generator.stem.0": 2})["generator"])
         assert module.generator.stem[0][1].weight.shape == (48, 2)
     else:
-        factorize_module(module, {"generator.stem.0": 4})
-        cut_units(module, "generator", {"stem.0.0": torch.tensor([0, 1, 3])})  # prune the rank itself
+        module.edits.append("generator", factorize_module(module, {"generator.stem.0": 4})["generator"])
+        module.edits.append("generator", cut_units(module, "generator", {"stem.0.0": torch.tensor([0, 1, 3])}))  # prune the rank itself
         assert module.generator.stem[0][0].weight.shape == (3, 8)
     ckpt = _checkpoint(module)
     fresh = tiny_module(ema_decay=0.9)
@@ -230,7 +231,7 @@ def test_train_py_factorizes_reports_and_reloads_in_a_fresh_process(tmp_path):
 
     last = cli.trainer.checkpoint_callback.last_model_path
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
-    assert ckpt["epoch"] == 1 and ckpt["lowrank"] == {"generator.stem.0": 2}
+    assert ckpt["epoch"] == 1 and EditRecord.from_state(ckpt["edits"]) == EditRecord({"generator": [Factorize({"stem.0": 2})]})
     assert {"generator.stem.0.0.weight", "generator.stem.0.1.weight", "generator_ema.stem.0.0.weight"} <= set(ckpt["state_dict"])
     out = tmp_path / "fresh.pt"
     code = (
@@ -246,7 +247,7 @@ def test_train_py_factorizes_reports_and_reloads_in_a_fresh_process(tmp_path):
     # resuming continues the factorized run without a second event
     assert main(_tiny_args(run, "--trainer.max_epochs", "3", "--callbacks", "lowrank", "--lowrank.epoch", "1", "--lowrank.metric", "swd", "--ckpt_path", last)) == 0
     resumed = torch.load(last, map_location="cpu", weights_only=True)
-    assert resumed["epoch"] == 2 and resumed["lowrank"] == {"generator.stem.0": 2}
+    assert resumed["epoch"] == 2 and EditRecord.from_state(resumed["edits"]) == EditRecord({"generator": [Factorize({"stem.0": 2})]})
     assert len(_rows(folder / "tables" / "compress_events.csv")) == 1
 
 
@@ -261,7 +262,7 @@ class RankState(Callback):
         os.makedirs(self.out_dir, exist_ok=True)
         # parameters (EMA included), not buffers: BatchNorm statistics are per rank by design
         state = {k: v.detach().cpu().clone() for k, v in pl_module.named_parameters()}
-        torch.save({"state": state, "lowrank": dict(pl_module.lowrank), "world_size": trainer.world_size}, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
+        torch.save({"state": state, "lowrank": {f"{n}.{k}": r for n in pl_module.edits.networks for k, r in pl_module.edits.ranks(n).items()}, "world_size": trainer.world_size}, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ def dense():
 
 def structured():
     module = dense()
-    cut_units(module, "generator", {"stem.0": torch.tensor([0, 2])}, torch.tensor([0, 1, 3, 4, 6]))
+    module.edits.append("generator", cut_units(module, "generator", {"stem.0": torch.tensor([0, 2])}, torch.tensor([0, 1, 3, 4, 6])))
     assert module.z_dim == 5
     return module
 
