@@ -38,7 +38,7 @@ for them through :func:`synthetic_samples`, so no callback imports another.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import torch
 from pytorch_lightning import Callback, Trainer
@@ -47,8 +47,30 @@ from torch import nn
 from gan_lightning.compress.edits import Edit, EditRecord
 from gan_lightning.core.lightning_private import refresh_training_state
 
-if TYPE_CHECKING:
-    from gan_lightning.core.module import GANModule
+
+@runtime_checkable
+class AdversarialModule(Protocol):
+    """What a GAN hook may use of the module that calls it. :class:`~gan_lightning.core.module.GANModule`
+    is one; a module of the user's that keeps these attributes and calls the hooks is another,
+    so callbacks are typed against this, not against the class."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    generator_ema: Optional[nn.Module]
+    auxiliary: nn.ModuleDict  # modules that train with the generator without being part of it
+    edits: EditRecord  # every structural edit of the networks, in order
+    hparams: Any
+    device: torch.device
+
+    @property
+    def z_dim(self) -> int: ...
+
+    @property
+    def sampling_generator(self) -> nn.Module: ...
+
+    def sample_z(self, n: int, seed: Optional[int] = None) -> torch.Tensor: ...
+
+    def generate(self, n: int, seed: Optional[int] = None, chunk: int = 500) -> torch.Tensor: ...
 
 HOOK_NAMES = (
     "transform_real_batch", "transform_fake_batch", "augment_discriminator_input", "on_discriminator_step_end",
@@ -60,50 +82,50 @@ HOOK_NAMES = (
 class GANCallback(Callback):
     """Base class for callbacks that take part in the adversarial update."""
 
-    def transform_real_batch(self, trainer: Trainer, module: "GANModule", real: torch.Tensor) -> torch.Tensor:
+    def transform_real_batch(self, trainer: Trainer, module: AdversarialModule, real: torch.Tensor) -> torch.Tensor:
         """Return the real batch the discriminator sees (e.g. mixed with synthetic samples)."""
         return real
 
-    def transform_fake_batch(self, trainer: Trainer, module: "GANModule", fake: torch.Tensor) -> torch.Tensor:
+    def transform_fake_batch(self, trainer: Trainer, module: AdversarialModule, fake: torch.Tensor) -> torch.Tensor:
         """Return the fakes the discriminator sees in its own step (made without a graph to the
         generator), e.g. with VAE samples appended as extra fakes. The G step's fakes are G's."""
         return fake
 
-    def augment_discriminator_input(self, trainer: Trainer, module: "GANModule", samples: torch.Tensor) -> torch.Tensor:
+    def augment_discriminator_input(self, trainer: Trainer, module: AdversarialModule, samples: torch.Tensor) -> torch.Tensor:
         """Return what the discriminator is shown instead of ``samples``: called on every batch
         it judges, real and fake, in the D step and in the G step (DiffAugment); must be
         differentiable, since the generator's gradient flows back through it."""
         return samples
 
-    def synthetic_samples(self, trainer: Trainer, module: "GANModule", n: int, seed: int) -> Optional[torch.Tensor]:
+    def synthetic_samples(self, trainer: Trainer, module: AdversarialModule, n: int, seed: int) -> Optional[torch.Tensor]:
         """``n`` training-like samples on the module's device, the same for the same seed, or None
         when this callback makes none (the VAE makes some)."""
         return None
 
-    def on_discriminator_step_end(self, trainer: Trainer, module: "GANModule") -> None:
+    def on_discriminator_step_end(self, trainer: Trainer, module: AdversarialModule) -> None:
         """Called after every discriminator optimizer step (e.g. weight clipping, mask re-application)."""
 
-    def on_discriminator_outputs(self, trainer: Trainer, module: "GANModule", d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
+    def on_discriminator_outputs(self, trainer: Trainer, module: AdversarialModule, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
         """Called after every discriminator step with its mean outputs on that step's real and fake
         batch (this rank's: a callback that decides on them reduces them across ranks first, so
         that every rank decides the same), e.g. the balance control's margin."""
 
-    def adversarial_weight(self, trainer: Trainer, module: "GANModule") -> float:
+    def adversarial_weight(self, trainer: Trainer, module: AdversarialModule) -> float:
         """Factor on the generator's adversarial loss; the factors of all callbacks multiply
         (e.g. 0 to train the generator from distillation terms alone)."""
         return 1.0
 
     def generator_loss_terms(
-        self, trainer: Trainer, module: "GANModule", z: torch.Tensor, fake: torch.Tensor
+        self, trainer: Trainer, module: AdversarialModule, z: torch.Tensor, fake: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Extra scalar terms added to the generator loss (e.g. distillation); each is logged
         as ``train/g_term/<name>``. ``fake`` is ``module.generator(z)`` with its graph attached."""
         return {}
 
-    def on_generator_step_end(self, trainer: Trainer, module: "GANModule") -> None:
+    def on_generator_step_end(self, trainer: Trainer, module: AdversarialModule) -> None:
         """Called after every generator optimizer step."""
 
-    def on_architecture_changed(self, trainer: Trainer, module: "GANModule", network: str, previous: Optional[nn.Module]) -> None:
+    def on_architecture_changed(self, trainer: Trainer, module: AdversarialModule, network: str, previous: Optional[nn.Module]) -> None:
         """Called after a compression event replaced, resized or masked layers of ``network``
         (``generator`` or ``discriminator``; on any other LightningModule, the attribute named),
         before the optimizers are rebuilt: re-attach hooks, resize modules in ``module.auxiliary``.
@@ -111,7 +133,7 @@ class GANCallback(Callback):
         before the change, when the generator changed; of the network itself on any other
         LightningModule; else None."""
 
-    def restore_auxiliary(self, trainer: Trainer, module: "GANModule", checkpoint: dict[str, Any]) -> None:
+    def restore_auxiliary(self, trainer: Trainer, module: AdversarialModule, checkpoint: dict[str, Any]) -> None:
         """Called when a run resumes from ``checkpoint``, before its weights are loaded into the
         module and before the optimizers are built: rebuild the modules this callback keeps in
         ``module.auxiliary`` (its own state is in ``checkpoint["callbacks"]``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gan_lightning.core.hooks import GANCallback
+from gan_lightning.core.hooks import AdversarialModule, GANCallback
 from tests.helpers import make_trainer, tiny_digits, tiny_module
 
 
@@ -96,3 +96,13 @@ def test_callbacks_without_hooks_are_left_alone(tmp_path, seeded):
     rec = Recorder()
     _fit(tmp_path, Plain(), rec, batches=1)
     assert rec.events == ["transform", "d_step", "g_terms", "g_step"]
+
+
+def test_the_gan_module_is_what_the_hooks_are_typed_against():
+    """Callbacks are typed against AdversarialModule, not GANModule: the module must keep
+    every attribute the protocol promises them, and a module lacking one is not one."""
+    module = tiny_module(ema_decay=0.9)
+    assert isinstance(module, AdversarialModule)
+    assert module.sample_z(3).shape == (3, module.z_dim)
+    del module.generator_ema
+    assert not isinstance(module, AdversarialModule)
