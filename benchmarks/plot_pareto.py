@@ -24,7 +24,7 @@ def points(result: dict) -> list[dict]:
                            ("teacher", f"dense, {result['dense_epochs']} epochs")):
             out.append({"label": label, "seed": seed, "dense": True, "teacher": key == "teacher", **runs[key]})
         for row in runs["rows"]:
-            label = f"{row['variant']} ({row['form'].replace('_', ' ')}), x{row['mac_reduction']:g}"
+            label = f"{row['variant']} ({row['form'].replace('_', ' ')}), x{row['mac_reduction']:g} fewer"
             out.append({"label": label, "seed": seed, "dense": False, "teacher": False, **row})
     return out
 
@@ -47,17 +47,22 @@ def plot(result: dict, out: Path, source: str) -> None:
     for p in pts:
         ax.errorbar(p["g_macs"] / 1e6, p["fid"], yerr=p["fid_std"], fmt="s" if p["dense"] else "o", capsize=3,
                     color="0.35" if p["dense"] else "tab:blue", mfc="white" if p["teacher"] else None)
-        ax.annotate(p["label"], (p["g_macs"] / 1e6, p["fid"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(f"{p['label']}: {p['modes']:.3g} class{'' if p['modes'] == 1 else 'es'}", (p["g_macs"] / 1e6, p["fid"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     front = pareto_front(pts)
     ax.plot([p["g_macs"] / 1e6 for p in front], [p["fid"] for p in front], "--", color="tab:orange", lw=1, label="Pareto front")
     ax.set_xscale("log")
+    # log FID too: a collapsed run (FID in the hundreds) and runs near the dense one (tens) both stay readable
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator([10, 20, 50, 100, 200, 500, 1000, 2000]))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     # plain numbers at round values: the default log labels (2x10^-1, ...) collide at this width
     ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.125, 0.25, 0.5, 1, 2, 4, 8]))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("generator MACs per sample (millions, log scale)")
     first = next(iter(result["seeds"].values()))["dense"]
-    ax.set_ylabel(f"FID, mean ± std over latent seeds {','.join(map(str, first['eval_seeds']))}")
+    ax.set_ylabel(f"FID (log scale), mean ± std over latent seeds {','.join(map(str, first['eval_seeds']))}")
     ax.set_title(f"{result['tag']}: compression on train.py's path ({result['dense_epochs']} + {result['after_epochs']} epochs, "
                  f"seed {','.join(result['seeds'])})", fontsize=10)
     ax.margins(x=0.25, y=0.15)
