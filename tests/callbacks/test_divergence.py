@@ -4,11 +4,14 @@ learning rate uses it."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
-from callbacks.divergence import DivergenceGuard
+from callbacks.divergence import DivergenceGuard, StateCopy
 from callbacks.interrupt import InterruptCheckpoint
 from gan_lightning.errors import NonFiniteLossError
 from tests.helpers import make_trainer, tiny_digits, tiny_module, tiny_run_args
@@ -47,6 +50,70 @@ def test_a_non_finite_statistic_stops_training_and_the_rescue_is_the_state_befor
     assert all_finite(saved)
     for k, v in module.state_dict().items():  # the module holds what the file holds: the restored state
         torch.testing.assert_close(saved["state_dict"][k], v)
+
+
+class _RecordStates(pl.Callback):
+    """The module's and the optimizers' state after each batch, by global step: what a fresh deep
+    copy (the guard's former way of keeping it) would hold."""
+
+    def __init__(self) -> None:
+        self.states = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.states[trainer.global_step] = (copy.deepcopy(module.state_dict()), [copy.deepcopy(o.state_dict()) for o in trainer.optimizers])
+
+
+def test_the_rescue_is_exactly_the_state_of_the_last_finite_step_optimizer_moments_included(tmp_path, seeded):
+    module, record = tiny_module(), _RecordStates()
+    trainer = make_trainer(tmp_path, limit_val_batches=0, callbacks=[record, _PoisonBatchNorm(at=3), InterruptCheckpoint(), DivergenceGuard()])
+    with pytest.raises(NonFiniteLossError):
+        trainer.fit(module, tiny_digits())
+    kept_module, kept_optimizers = record.states[6]
+    torch.testing.assert_close(module.state_dict(), kept_module, rtol=0, atol=0)
+    for optimizer, kept in zip(trainer.optimizers, kept_optimizers):
+        torch.testing.assert_close(optimizer.state_dict(), kept, rtol=0, atol=0)
+
+
+def _net_and_adam(width: int = 3):
+    net = nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width))
+    optimizer = torch.optim.Adam(net.parameters())
+    return net, optimizer
+
+
+def _step(net, optimizer) -> None:
+    net(torch.randn(8, 4)).square().mean().backward()
+    optimizer.step()
+
+
+def _tensors(state) -> list[torch.Tensor]:
+    return [t for t in torch.utils._pytree.tree_leaves(state) if torch.is_tensor(t)]
+
+
+def test_the_copy_lives_in_cpu_buffers_allocated_once_and_is_not_a_view_of_the_state():
+    net, optimizer = _net_and_adam()
+    _step(net, optimizer)
+    kept = StateCopy()
+    kept.keep({"module": net.state_dict(), "optimizers": [optimizer.state_dict()]})
+    buffers = [t.data_ptr() for t in _tensors(kept.state())]
+    _step(net, optimizer)
+    kept.keep({"module": net.state_dict(), "optimizers": [optimizer.state_dict()]})
+    assert [t.data_ptr() for t in _tensors(kept.state())] == buffers  # copied into, not allocated again
+    assert all(t.device.type == "cpu" for t in _tensors(kept.state()))
+    assert kept.nbytes == sum(t.nbytes for t in _tensors({"m": net.state_dict(), "o": optimizer.state_dict()}))
+    expected = copy.deepcopy({"module": net.state_dict(), "optimizers": [optimizer.state_dict()]})
+    _step(net, optimizer)  # the live state moves on; the copy must not
+    torch.testing.assert_close(kept.state(), expected, rtol=0, atol=0)
+
+
+def test_a_new_layout_gets_new_buffers_of_its_shapes():
+    net, optimizer = _net_and_adam(width=3)
+    _step(net, optimizer)
+    kept = StateCopy()
+    kept.keep({"module": net.state_dict(), "optimizers": [optimizer.state_dict()]})
+    net, optimizer = _net_and_adam(width=2)  # as after a structured cut
+    _step(net, optimizer)
+    kept.keep({"module": net.state_dict(), "optimizers": [optimizer.state_dict()]})
+    torch.testing.assert_close(kept.state(), {"module": net.state_dict(), "optimizers": [optimizer.state_dict()]}, rtol=0, atol=0)
 
 
 def test_without_the_guard_the_same_run_ends_silently_with_the_non_finite_statistic(tmp_path, seeded):
