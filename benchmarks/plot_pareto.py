@@ -4,7 +4,7 @@ Every point is a row of the JSON (nothing is measured here), so the picture chan
 benchmark is rerun. Lower left is better; the line joins the runs that no other run beats on
 both MACs and FID (the Pareto front).
 
-    python benchmarks/plot_pareto.py [--json benchmarks/measured/compress_paths_digits_4+4.json] [--out docs/img/pareto.png]
+    python benchmarks/plot_pareto.py [--json benchmarks/measured/compress_paths_digits.json] [--out docs/img/pareto.png]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def plot(result: dict, out: Path, source: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "measured" / "compress_paths_digits_4+4.json")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "measured" / "compress_paths_digits.json")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "pareto.png")
     args = parser.parse_args()
     source = args.json.resolve().relative_to(REPO).as_posix() if args.json.resolve().is_relative_to(REPO) else str(args.json)
