@@ -3,11 +3,14 @@
 Three sides train the same networks from the same config values (configs/default.yaml: lsgan,
 Adam at its rates and betas, EMA 0.99, the digits at 32x32 in batches of 16), with the generator
 and discriminator at ``--width`` (128: the generator has 10.6x the default's parameters):
-no guard; the guard as it was before this benchmark (a fresh clone of the module state and a deep
-copy of every optimizer state after each batch, on the training device); and the guard as it is
-(``callbacks.divergence``: buffers in CPU memory allocated once and copied into). Timed blocks
+no guard; the guard as it was before this benchmark (torch's foreach infinity norm for the check,
+a fresh clone of the module state and a deep copy of every optimizer state after each batch, on
+the training device); and the guard as it is (``callbacks.divergence``: min/max for the check on
+the CPU, buffers in CPU memory allocated once and copied into). Timed blocks
 are interleaved in one process (none, before, after, after, before, none, ...) so that machine
-noise hits all sides alike; the median over rounds of each side's ratio to "none" is reported.
+noise hits all sides alike; the median over rounds of each side's ratio to "none" is reported,
+with the guard's own time after each batch (check and keep, median over the timed batches), which
+a busy machine blurs less than the ratio of two whole batches.
 
 Peak memory is measured in a separate, untimed block per side (its tracking slows every op): the
 most bytes held at once by the tensors of the run, a transient second copy included.
@@ -23,6 +26,7 @@ import gc
 import json
 import statistics
 import sys
+import time
 import weakref
 from pathlib import Path
 
@@ -34,15 +38,19 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from benchmarks.lightning_overhead import BatchClock
 from callbacks.divergence import DivergenceGuard
 from datamodules.digits import DigitsDataModule
 from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 
-from benchmarks.lightning_overhead import BatchClock
-
 class BeforeGuard(DivergenceGuard):
-    """The guard's copy as it was: a new clone of everything after each batch, kept on the device."""
+    """The guard as it was: the foreach infinity norm on every device, and a new clone of the
+    whole state after each batch, kept on the training device."""
+
+    @staticmethod
+    def _largest(tensors):
+        return torch.stack([t.float() for t in torch._foreach_norm(tensors, float("inf"))])
 
     def _keep(self, trainer, pl_module) -> None:
         self._before = {
@@ -50,6 +58,22 @@ class BeforeGuard(DivergenceGuard):
             "module": {k: v.detach().clone() for k, v in pl_module.state_dict().items()},
             "optimizers": [copy.deepcopy(o.state_dict()) for o in trainer.optimizers],
         }
+
+
+def timed(guard_class):
+    """``guard_class`` that also records the seconds of each check-and-keep after a batch."""
+
+    class Timed(guard_class):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_train_batch_end(self, *args) -> None:
+            start = time.perf_counter()
+            super().on_train_batch_end(*args)
+            self.seconds.append(time.perf_counter() - start)
+
+    return Timed
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -94,7 +118,8 @@ def peak_mib(run) -> float:
 
 
 def block(width: int, data, batches: int, warmup: int, guard) -> float:
-    """Seconds per batch of train.py's GANModule at ``width`` with ``guard`` (or None)."""
+    """Seconds per batch of train.py's GANModule at ``width`` with ``guard`` (or None); a timed
+    guard also records its own seconds per batch."""
     pl.seed_everything(0, verbose=False)
     g = DCGANGenerator(z_dim=64, image_size=32, channels=1, width=width)
     d = DCGANDiscriminator(image_size=32, channels=1, width=width, norm="batch")
@@ -120,18 +145,22 @@ def main() -> None:
     torch.set_num_threads(1)
     data = DigitsDataModule(image_size=32, batch_size=16)
     data.setup("fit")
-    sides = {"none": lambda: None, "before": BeforeGuard, "after": DivergenceGuard}
+    sides = {"none": lambda: None, "before": timed(BeforeGuard), "after": timed(DivergenceGuard)}
     peaks, guards = {}, {name: make() for name, make in sides.items()}
     for name, guard in guards.items():
         peaks[name] = peak_mib(lambda: block(args.width, data, 2, 1, guard))
     copy_mib = guards.pop("after")._kept.nbytes / 2**20  # one copy of the state, as the guard holds it
     del guards
     times: dict[str, list[float]] = {name: [] for name in sides}
+    guard_ms: dict[str, list[float]] = {"before": [], "after": []}
     for r in range(args.rounds):
         order = list(sides) if r % 2 == 0 else list(reversed(sides))
         for name in order:
             gc.collect()
-            times[name].append(block(args.width, data, args.batches, args.warmup, sides[name]()))
+            guard = sides[name]()
+            times[name].append(block(args.width, data, args.batches, args.warmup, guard))
+            if guard is not None:  # the first batch's keep allocates (Adam's moments appear): not a steady batch
+                guard_ms[name] += [1000 * s for s in guard.seconds[args.warmup:]]
     ratios = {name: statistics.median(t / n for t, n in zip(times[name], times["none"])) for name in sides}
     result = {
         "width": args.width,
@@ -140,15 +169,16 @@ def main() -> None:
         "rounds": args.rounds, "batches": args.batches, "threads": torch.get_num_threads(),
         "seconds_per_batch": {name: statistics.median(t) for name, t in times.items()},
         "time_ratio_to_none": ratios,
+        "guard_ms_per_batch_median": {name: statistics.median(ms) for name, ms in guard_ms.items()},
         "time_ratio_spread": {name: [min(t / n for t, n in zip(times[name], times["none"])), max(t / n for t, n in zip(times[name], times["none"]))] for name in sides},
         "peak_mib": peaks,
     }
     print(f"width {args.width} (generator {result['generator_params_vs_default']:.1f}x the default), one copy of the state {copy_mib:.0f} MiB,"
           f" {args.rounds} rounds of {args.batches} batches, CPU, {torch.get_num_threads()} thread")
-    print(f"{'guard':8} {'s/batch':>8} {'x none':>7} {'range':>13} {'peak MiB':>9} {'+ vs none':>9}")
+    print(f"{'guard':8} {'s/batch':>8} {'x none':>7} {'range':>13} {'guard ms':>9} {'peak MiB':>9} {'+ vs none':>9}")
     for name in sides:
         lo, hi = result["time_ratio_spread"][name]
-        print(f"{name:8} {result['seconds_per_batch'][name]:8.3f} {ratios[name]:7.3f} {lo:6.3f}-{hi:6.3f} {peaks[name]:9.0f} {peaks[name] - peaks['none']:+9.0f}")
+        print(f"{name:8} {result['seconds_per_batch'][name]:8.3f} {ratios[name]:7.3f} {lo:6.3f}-{hi:6.3f} {result['guard_ms_per_batch_median'].get(name, 0.0):9.1f} {peaks[name]:9.0f} {peaks[name] - peaks['none']:+9.0f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}")
