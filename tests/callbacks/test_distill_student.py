@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from callbacks.distill import Distill, weights_hash
+from gan_lightning.compress.edits import EditRecord, Replace
 from gan_lightning.compress.storage import load_exported
 from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANGenerator
@@ -33,8 +34,8 @@ def test_the_student_replaces_the_generator_at_half_time_and_is_what_the_checkpo
     saved = torch.load(run / "ckpts" / "last.ckpt", weights_only=True)
     narrow = DCGANGenerator(z_dim=8, image_size=8, channels=1, width=2)
     tiny = {"z_dim": 8, "image_size": 8, "channels": 1}
-    assert saved["replaced"]["generator"] == {"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": {**tiny, "width": 2},
-                                              "replaces": {"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": {**tiny, "width": 4}}}
+    assert EditRecord.from_checkpoint(saved) == EditRecord({"generator": [Replace({"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": {**tiny, "width": 2}},
+                                                                                  {"class_path": "gan_lightning.networks.DCGANGenerator", "init_args": {**tiny, "width": 4}})]})
     assert _generator_shapes(saved["state_dict"]) == {k: tuple(v.shape) for k, v in narrow.state_dict().items()}
     # the teacher is the run's own (width 4) generator as epoch 1 began, frozen since
     record = saved["callbacks"]["Distill"]["teacher"]
@@ -67,7 +68,7 @@ def test_best_checkpoints_track_the_student_from_the_replacement_on(tmp_path):
                               "--callbacks", "distill", "--distill.student", NARROW)) == 0
     assert (run / "ckpts" / "best-epoch000.ckpt").is_file()  # the dense generator's, kept on disk
     best = torch.load(run / "ckpts" / "best-epoch001.ckpt", weights_only=True)
-    assert best["replaced"]["generator"]["init_args"]["width"] == 2
+    assert EditRecord.from_checkpoint(best).replacement("generator").spec["init_args"]["width"] == 2
 
 
 def test_resume_after_the_replacement_keeps_the_student_and_the_teacher(tmp_path):
@@ -81,7 +82,7 @@ def test_resume_after_the_replacement_keeps_the_student_and_the_teacher(tmp_path
     start = torch.load(tmp_path / "probe" / "start.pt", weights_only=True)
     assert start["teacher_sha256"] == saved["callbacks"]["Distill"]["teacher"]["sha256"]
     final = torch.load(run / "ckpts" / "last.ckpt", weights_only=True)
-    assert final["epoch"] == 2 and final["replaced"] == saved["replaced"]
+    assert final["epoch"] == 2 and EditRecord.from_checkpoint(final) == EditRecord.from_checkpoint(saved)
     assert _generator_shapes(final["state_dict"]) == _generator_shapes(saved["state_dict"])
     # not replaced a second time: epoch 2 starts from the trained student, not from a fresh one
     first = torch.load(tmp_path / "probe" / "generator.pt", weights_only=True)

@@ -17,6 +17,7 @@ import callbacks.prune as prune_module
 from callbacks.prune import Prune
 from datamodules.digits import DigitsDataModule
 from gan_lightning.commands.train import GANLightningCLI
+from gan_lightning.compress.edits import EditRecord
 from gan_lightning.compress.profiling import network_cost
 from gan_lightning.compress.pruning import example_input
 from gan_lightning.compress.schedules import iterative_fraction, polynomial_sparsity
@@ -289,7 +290,7 @@ def test_best_checkpoint_tracks_the_pruned_model_and_the_dense_best_stays_on_dis
     best = Path(cli.trainer.checkpoint_callback.best_model_path)
     assert best.name == "best-epoch001.ckpt"  # however good the dense epoch 0 was
     assert (best.parent / "best-epoch000.ckpt").is_file()
-    assert "structure" in torch.load(best, weights_only=True)
+    assert EditRecord.from_checkpoint(torch.load(best, weights_only=True)).compressed("generator")
 
 
 @pytest.mark.slow
