@@ -7,27 +7,24 @@ re-applied after every optimizer step), ``weight`` (all weights train again; mas
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pytorch_lightning import Trainer
 
 from gan_lightning.compress.masks import Masks
 from gan_lightning.compress.pruning import load_matching, reinitialize
 from gan_lightning.core.lightning_private import refresh_training_state
 
-if TYPE_CHECKING:
-    from callbacks.prune import Prune
+# ``prune`` below is the Prune callback, untyped: a plug-in's own modules do not import it back.
 
 
-def _retrain_connectivity(prune: "Prune", trainer: Trainer, module) -> None:
+def _retrain_connectivity(prune, trainer: Trainer, module) -> None:
     """Only the kept weights train: the masks stay and return after every optimizer step."""
 
 
-def _retrain_weight(prune: "Prune", trainer: Trainer, module) -> None:
+def _retrain_weight(prune, trainer: Trainer, module) -> None:
     prune.masks = Masks()  # pruned weights start at zero but may grow back
 
 
-def _retrain_network(prune: "Prune", trainer: Trainer, module) -> None:
+def _retrain_network(prune, trainer: Trainer, module) -> None:
     """The pruned structure restarts from fresh initial weights (and fresh optimizer moments)."""
     reinitialize(*(getattr(module, net) for net in prune.scoped), seed=prune.options.seed + prune.next_event)
     if getattr(module, "generator_ema", None) is not None:
@@ -39,7 +36,7 @@ def _retrain_network(prune: "Prune", trainer: Trainer, module) -> None:
 RETRAIN = {"connectivity": _retrain_connectivity, "weight": _retrain_weight, "network": _retrain_network}
 
 
-def retrain_after_event(prune: "Prune", trainer: Trainer, module) -> None:
+def retrain_after_event(prune, trainer: Trainer, module) -> None:
     """Rewind the surviving weights when asked (``--prune.rewind_epoch``), then prepare the
     retrain mode's training."""
     if prune.rewind_state:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from callbacks import prune as prune_module
+from callbacks import target as target_module
 from callbacks.prune import Prune
 from callbacks.vae import VAEAugmentation, fraction_schedule, synthetic_count
 from gan_lightning.core.hooks import GANCallback
@@ -152,13 +152,13 @@ def test_a_vae_file_for_another_sample_shape_and_conditional_without_labels_are_
 
 def test_vae_calibration_feeds_the_vaes_samples_to_the_importance_criterion(tmp_path, seeded, monkeypatch):
     seen = []
-    real_scores = prune_module.weight_importance
+    real_scores = target_module.weight_importance
 
     def recording(module, network, criterion, weights, batches, *args, **kwargs):
         seen.append((network, [b.clone() for b in batches]))
         return real_scores(module, network, criterion, weights, batches, *args, **kwargs)
 
-    monkeypatch.setattr(prune_module, "weight_importance", recording)
+    monkeypatch.setattr(target_module, "weight_importance", recording)
     vae = VAEAugmentation(mode="none", cache_dir=str(tmp_path / "cache"), **TINY_VAE)
     prune = Prune(generator_amount=0.5, discriminator_amount=0.5, criterion="taylor", calibration_source="vae", start_epoch=0,
                   calibration_samples=40, calibration_batch_size=16, metric="none", seed=7)

@@ -27,8 +27,8 @@ PREFIX = ["${env}", "${interpreter}", "${program}"]
 
 # where each swept option ends up in the callback train.py builds
 READ_BACK = {
-    "prune.generator_amount": lambda cb: cb.amounts["generator"],
-    "prune.criterion": lambda cb: cb.criterion,
+    "prune.generator_amount": lambda cb: cb.options.amounts["generator"],
+    "prune.criterion": lambda cb: cb.options.criterion,
     "distill.output_weight": lambda cb: cb.weights["output_weight"],
     "distill.feature_weight": lambda cb: cb.weights["feature_weight"],
     "distill.gan_weight": lambda cb: cb.weights["gan_weight"],
