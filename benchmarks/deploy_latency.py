@@ -70,7 +70,7 @@ def structured_module(amount: float, round_to: int = 1) -> GANModule:
     keep = {}
     for g in prunable_groups(module, "generator", set()):
         keep[g.producer] = torch.arange(rounded_count(max(1, round((1 - amount) * g.units)), g.units, round_to))
-    cut_units(module, "generator", keep)
+    module.edits.append("generator", cut_units(module, "generator", keep))
     return module
 
 
@@ -97,7 +97,8 @@ def compressed(amount: float, sparsity: float, rank_ratio: float, round_to: int)
     modules["unstructured"] = unstructured
     lowrank = dense_module()
     plans = plan_ranks(lowrank.generator, torch.zeros(1, 64), "ratio", rank_ratio, set())
-    factorize_module(lowrank, {f"generator.{p.layer}": p.rank for p in plans if p.factorize})
+    for network, edit in factorize_module(lowrank, {f"generator.{p.layer}": p.rank for p in plans if p.factorize}).items():
+        lowrank.edits.append(network, edit)
     modules["lowrank"] = lowrank
     return {name: m.eval() for name, m in modules.items()}
 

@@ -143,7 +143,7 @@ def dense_module(args, data, root: Path) -> tuple[GANModule, dict]:
     """The dense teacher and its record."""
     if args.dense_ckpt is not None:
         module = GANModule.load_from_checkpoint(args.dense_ckpt, map_location="cpu")
-        if module.structure or module.lowrank or any(n.endswith("_orig") for n, _ in module.named_parameters()):
+        if module.edits.compressed("generator") or module.edits.compressed("discriminator") or any(n.endswith("_orig") for n, _ in module.named_parameters()):
             sys.exit(f"--dense_ckpt {args.dense_ckpt} holds an already compressed model; pass a dense run's checkpoint")
         module.check_sample_shape(tuple(data.sample_shape))
         if not isinstance(module.hparams.get("generator"), dict):
@@ -180,7 +180,7 @@ def pruned_macs(dense: GANModule, amount: float) -> int:
     module = copy.deepcopy(dense)
     skip = {f"generator.{n}" for n in output_skip(module)}
     keep = {g.producer: torch.arange(max(1, round((1 - amount) * g.units))) for g in prunable_groups(module, "generator", skip)}
-    cut_units(module, "generator", keep)
+    module.edits.append("generator", cut_units(module, "generator", keep))
     return generator_macs(module.sampling_generator, module.z_dim)
 
 
@@ -188,7 +188,8 @@ def lowrank_macs(dense: GANModule, ratio: float) -> int:
     """MACs of the generator factorized as ``LowRankFactorization(rank_mode="ratio", rank_value=ratio)`` would."""
     module = copy.deepcopy(dense)
     plans = plan_ranks(module.generator, example_input(module, "generator"), "ratio", ratio, output_skip(module))
-    factorize_module(module, {f"generator.{p.layer}": p.rank for p in plans if p.factorize})
+    for network, edit in factorize_module(module, {f"generator.{p.layer}": p.rank for p in plans if p.factorize}).items():
+        module.edits.append(network, edit)
     return generator_macs(module.sampling_generator, module.z_dim)
 
 

@@ -170,7 +170,7 @@ def calibration_table(dense_models: list, data, reference, domain: str, args, va
             prune = Prune(generator_amount=args.calib_amount, discriminator_amount=args.calib_amount, criterion="taylor", calibration_source=source, start_epoch=0, metric="none", seed=seed)
             extra = [VAEAugmentation(mode="none", **vae)] if source == "vae" else []
             module = train(data, args.calib_epochs, seed, [*extra, prune], root / f"calib-{source}-{seed}", module=copy.deepcopy(dense))
-            decisions[source] = copy.deepcopy(module.structure)
+            decisions[source] = {net: module.edits.kept(net) for net in ("generator", "discriminator")}
             rows[source].append(measure(module, reference, domain, args.num_fake, EVAL_SEEDS))
         for network in overlap:
             overlap[network].append(jaccard(decisions["real"].get(network, {}), decisions["vae"].get(network, {})))

@@ -137,7 +137,7 @@ def default_module() -> GANModule:
 def dense_module(args, data, root: Path) -> tuple[GANModule, dict]:
     if args.dense_ckpt is not None:
         module = GANModule.load_from_checkpoint(args.dense_ckpt, map_location="cpu")
-        if module.structure or any(n.endswith("_orig") for n, _ in module.named_parameters()):
+        if module.edits.compressed("generator") or module.edits.compressed("discriminator") or any(n.endswith("_orig") for n, _ in module.named_parameters()):
             sys.exit(f"--dense_ckpt {args.dense_ckpt} holds an already pruned model; pass a dense run's checkpoint")
         module.check_sample_shape(tuple(data.sample_shape))
         return module, {"source": str(args.dense_ckpt), "hparams": {k: str(v) for k, v in module.hparams.items()}}
@@ -234,7 +234,7 @@ def overhead_blocks(dense: GANModule, data, root: Path, rounds: int, batches: in
             callbacks.insert(0, prune)
         trainer = make_trainer(root / "overhead", 2, callbacks, limit_batches=warmup + batches)
         trainer.fit(module, datamodule=data)
-        assert not module.structure, "the prune event must not have run in the overhead blocks"
+        assert not module.edits.compressed("generator"), "the prune event must not have run in the overhead blocks"
         if prune is not None:
             hook_us.append(hook_cost_us(prune, trainer, module, data))
         return (clock.end - clock.start) / clock.batches
