@@ -202,7 +202,7 @@ def generator_init_args(dense: GANModule) -> dict:
 def student_generator(dense: GANModule, width: int) -> nn.Module:
     """The student ``Distill(student={"init_args": {"width": width}})`` would build."""
     distill = Distill(student={"init_args": {"width": width}})
-    return distill.build_student(distill.student_spec(dense), dense)
+    return distill.replacement.build(distill.replacement.spec(dense), dense)
 
 
 def first_reaching(candidates: list, reaches: Callable[[object], bool]):

@@ -20,14 +20,7 @@ perceptual term on discriminator features. The adversarial term is kept, scaled 
 
 The teacher is frozen (eval mode, no gradients, never in an optimizer) and saved in this
 callback's state with a hash of its weights, so ``--ckpt_path`` resumes with the same teacher.
-
-On a LightningModule that is not a GANModule (``callbacks/target.py``) the student is the
-network named by ``network``, the teacher its copy from just before a compression callback
-first changed it, and the one term is the output term: the student's outputs in each training
-step (its logits, for a classifier) against the teacher's on the same inputs, added to the loss
-the module's ``training_step`` returns and logged as ``train/distill_output``. The feature,
-alignment and perceptual terms and the adversarial weight belong to a GAN (adapters in
-``GANModule.auxiliary``, the discriminator) and are not engaged there.
+On any other LightningModule, see ``callbacks/distill_any_module.py``.
 """
 
 from __future__ import annotations
@@ -41,22 +34,20 @@ from torch import nn
 
 from callbacks.target import LossTerms, target_of
 from callbacks.compression import forget_best_checkpoints
+from callbacks.distill_any_module import check_any_module, output_terms
+from callbacks.distill_student import StudentReplacement
+from callbacks.distill_teacher import check_teacher, load_teacher_checkpoint
 from callbacks.registry import register
 from callbacks.state import StateContract
-from gan_lightning.class_paths import check_class_path, class_paths_in
-from gan_lightning.compress.edits import EditRecord, build_generator, replace_network
-from gan_lightning.compress.profiling import batchnorm_momentum, evaluating, network_cost, parameter_device
-from gan_lightning.compress.schedules import event_epoch
-from gan_lightning.compress.storage import spec_from_hparams
+from gan_lightning.compress.edits import EditRecord
+from gan_lightning.compress.profiling import batchnorm_momentum, evaluating, network_cost
 from gan_lightning.compress.surgery import INPUT_KEY
-from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.core.lightning_private import logging_step
-from gan_lightning.core.module import GANModule
 from gan_lightning.distill.losses import OutputLoss, adapter, adapter_key, alignment_loss, feature_loss, output_loss, perceptual_loss
 from gan_lightning.distill.taps import FeatureTaps, TrainingCalls, check_layers, default_feature_layers
 from gan_lightning.distill.teacher import capture_teacher, rebuild_teacher, teacher_record, weights_hash
-from gan_lightning.errors import CheckpointError, ConfigError
+from gan_lightning.errors import ConfigError
 
 AUXILIARY = "distill"  # the key of the adapters in GANModule.auxiliary
 
@@ -127,13 +118,9 @@ class Distill(StateContract, GANCallback):
         self.feature_layers = feature_layers
         self.perceptual_layers = perceptual_layers
         self.network = network
-        if student is not None and (not isinstance(student, dict) or not set(student) <= {"class_path", "init_args"}
-                                    or not isinstance(student.get("init_args", {}), dict)):
-            raise ConfigError(f"--distill.student takes {{class_path: CLASS, init_args: {{...}}}} (either may be left out), got {student!r}")
-        if student_epoch is not None and student_epoch < 0:
-            raise ConfigError(f"--distill.student_epoch must be an epoch >= 0, got {student_epoch}")
         self.student = student
         self.student_epoch = student_epoch
+        self.replacement = None if student is None else StudentReplacement(student, student_epoch, teacher_ckpt)
         self.reset_state()
         # --- runtime only
         self.teacher_net: Optional[nn.Module] = None
@@ -154,15 +141,15 @@ class Distill(StateContract, GANCallback):
         target = target_of(module)
         target.check_networks(None if self.network is None else [self.network], "--distill.network", 'Distill(network="model")')
         if not target.gan_hooks:
-            self._check_any_module(trainer, module)
+            check_any_module(self, trainer, module)
             return
         if self.feature_layers is not None:
             check_layers(module.generator, self.feature_layers, "--distill.feature_layers")
         if self.perceptual_layers is not None:
             check_layers(module.discriminator, self.perceptual_layers, "--distill.perceptual_layers")
         compressing = [cb for cb in trainer.callbacks if "generator" in (getattr(cb, "scoped", None) or ())]
-        if self.student is not None:
-            self._check_student(trainer, module, compressing)
+        if self.replacement is not None:
+            self.replacement.check(trainer, module, compressing)
         elif self.student_epoch is not None:
             raise ConfigError("--distill.student_epoch is the epoch at which --distill.student replaces the generator: give --distill.student too")
         elif self.teacher_ckpt is None and not compressing:
@@ -174,104 +161,6 @@ class Distill(StateContract, GANCallback):
         if self.teacher_ckpt is not None and self.teacher_net is None:
             self._load_teacher_checkpoint(module)
 
-    def _check_student(self, trainer: Trainer, module, compressing: list) -> None:
-        if compressing:
-            names = ", ".join(sorted(getattr(cb, "option_group", type(cb).__name__) for cb in compressing))
-            raise ConfigError(
-                f"--distill.student replaces the generator by a new network, and {names} compresses the generator into a student"
-                " already: use one of the two (--callbacks prune,distill without --distill.student, or --callbacks distill --distill.student ...)"
-            )
-        if module.edits.replacement("generator") is not None:  # resumed after the replacement
-            return
-        if module.edits.compressed("generator"):
-            raise ConfigError("--distill.student replaces the generator, which is already pruned or factorized: distil into it without --distill.student")
-        if self.teacher_ckpt is not None and self.student_epoch:
-            raise ConfigError(
-                f"--distill.student_epoch {self.student_epoch} with --distill.teacher_ckpt would train the configured generator for"
-                " nothing until the student replaces it: leave --distill.student_epoch out (the student starts at epoch 0)"
-            )
-        probe = self.build_student(self.student_spec(module), module)
-        with torch.no_grad(), evaluating(probe, module.generator):
-            z = torch.zeros(2, module.z_dim)
-            made = tuple(probe(z).shape[1:])
-            wanted = tuple(module.generator(z.to(parameter_device(module.generator))).shape[1:])
-        if made != wanted:
-            raise ConfigError(f"--distill.student makes samples of shape {made} but the run's generator makes {wanted}: give it the run's image_size and channels")
-        epoch = self.replacement_epoch(trainer.max_epochs)
-        if trainer.max_epochs is not None and trainer.max_epochs >= 0 and epoch >= trainer.max_epochs:
-            raise ConfigError(f"--distill.student_epoch {epoch} is not before --trainer.max_epochs {trainer.max_epochs}: the student would never train")
-
-    def student_spec(self, module) -> dict[str, Any]:
-        """``--distill.student`` completed from the run's generator: its class path unless one is
-        given, its init args overridden by the given ones."""
-        configured = spec_from_hparams(module.hparams) or {}
-        class_path = self.student.get("class_path") or configured.get("class_path")
-        if class_path is None:
-            raise ConfigError("--distill.student needs a class_path here: the module holds no generator class path to default to (it was not built by train.py)")
-        init_args = dict(configured.get("init_args") or {}) if class_path == configured.get("class_path") else {}
-        return {"class_path": class_path, "init_args": {**init_args, **dict(self.student.get("init_args") or {})}}
-
-    def build_student(self, spec: dict[str, Any], module) -> nn.Module:
-        """A fresh student from its :meth:`student_spec`."""
-        try:
-            student = build_generator(spec, source="--distill.student")
-        except CheckpointError as exc:
-            raise ConfigError(str(exc)) from exc
-        if getattr(student, "z_dim", module.z_dim) != module.z_dim:
-            raise ConfigError(f"--distill.student takes {student.z_dim} latent dimensions but the run's generator {module.z_dim}: leave z_dim out of its init_args")
-        return student
-
-    def replacement_epoch(self, max_epochs: Optional[int]) -> int:
-        if self.student_epoch is None and self.teacher_ckpt is not None:
-            return 0  # the teacher is ready: nothing to train first
-        return event_epoch(self.student_epoch, max_epochs, "--distill.student_epoch")
-
-    def _check_any_module(self, trainer: Trainer, module) -> None:
-        w = self.weights
-        target_of(module).refuse_gan_only({
-            "--distill.teacher_ckpt": self.teacher_ckpt is not None, "--distill.alignment_weight": w["alignment_weight"] > 0,
-            "--distill.perceptual_weight": w["perceptual_weight"] > 0, "--distill.gan_weight": w["gan_weight"] != 1.0,
-            "--distill.feature_layers": self.feature_layers is not None, "--distill.perceptual_layers": self.perceptual_layers is not None,
-            "--distill.student": self.student is not None, "--distill.student_epoch": self.student_epoch is not None,
-        }, f" (there the output term of {self.network!r} against its copy from before compression is the only one)")
-        if w["output_weight"] == 0:
-            raise ConfigError(f"--distill.output_weight is 0, and on {type(module).__name__} the output term is the only one: set it > 0")
-        if not any(self.network in (getattr(cb, "scoped", None) or ()) for cb in trainer.callbacks):
-            raise ConfigError(
-                f"--callbacks distill needs a teacher: switch on a compression callback that changes {self.network!r}"
-                f" (e.g. Prune(networks={{{self.network!r}: 0.5}}) or LowRankFactorization(networks=[{self.network!r}]))"
-            )
-
-    def _load_teacher_checkpoint(self, module) -> None:
-        path = self.teacher_ckpt
-        checkpoint = read_checkpoint(path, flag="--distill.teacher_ckpt")
-        spec = spec_from_hparams(checkpoint.get("hyper_parameters"))
-        if spec is None:
-            raise ConfigError(f"--distill.teacher_ckpt {path} holds no generator class path; give a checkpoint written by train.py")
-        for class_path in class_paths_in(checkpoint.get("hyper_parameters")):
-            check_class_path(class_path, f"--distill.teacher_ckpt {path}")
-        try:
-            teacher = GANModule.load_from_checkpoint(path, map_location="cpu").sampling_generator
-        except Exception as exc:
-            raise CheckpointError(f"--distill.teacher_ckpt {path} cannot be loaded ({type(exc).__name__}: {exc})") from exc
-        self._check_teacher(teacher, module, f"--distill.teacher_ckpt {path}")
-        self._adopt_teacher(teacher, spec, EditRecord.from_checkpoint(checkpoint, f"--distill.teacher_ckpt {path}"), str(path))
-
-    def _check_teacher(self, teacher: nn.Module, module, where: str) -> None:
-        """The teacher must take the student's latents (or a superset of them) and make samples
-        of the student's shape."""
-        teacher_z = getattr(teacher, "z_dim", None)
-        if not isinstance(teacher_z, int):
-            raise ConfigError(f"{where}: the teacher generator has no integer z_dim attribute")
-        index = self._latent_index(module)
-        if int(index.max()) >= teacher_z:
-            raise ConfigError(f"{where}: the teacher takes {teacher_z} latent dimensions, fewer than the student's {int(index.max()) + 1}: distil from a generator of the same --model.z_dim")
-        with torch.no_grad(), evaluating(teacher, module.generator):
-            made = tuple(teacher(torch.zeros(2, teacher_z)).shape[1:])
-            wanted = tuple(module.generator(torch.zeros(2, module.z_dim, device=parameter_device(module.generator))).shape[1:])
-        if made != wanted:
-            raise ConfigError(f"{where}: the teacher makes samples of shape {made} but the student makes {wanted}: use a teacher trained on the same data")
-
     @staticmethod
     def _latent_index(module) -> torch.Tensor:
         """For each of the student's latent dimensions, its index in the original (teacher's) z."""
@@ -279,6 +168,11 @@ class Distill(StateContract, GANCallback):
         return torch.tensor(kept if kept is not None else range(module.z_dim), dtype=torch.long)
 
     # ------------------------------------------------------------------ the teacher
+    def _load_teacher_checkpoint(self, module) -> None:
+        teacher, spec, edits = load_teacher_checkpoint(self.teacher_ckpt)
+        check_teacher(teacher, module, self._latent_index(module), f"--distill.teacher_ckpt {self.teacher_ckpt}")
+        self._adopt_teacher(teacher, spec, edits, str(self.teacher_ckpt))
+
     def _adopt_teacher(self, teacher: nn.Module, spec, edits: EditRecord, source: str) -> None:
         self.teacher, self.teacher_net = capture_teacher(teacher, spec, edits, source)
         rank_zero_info(f"distill: teacher from {source} ({sum(p.numel() for p in self.teacher_net.parameters()):,} parameters)")
@@ -332,7 +226,7 @@ class Distill(StateContract, GANCallback):
             return
         if not target_of(pl_module).gan_hooks:  # no GAN hooks: the output term joins the loss training_step returns
             self.check_setup(trainer, pl_module, trainer.datamodule)
-            self._loss_terms = LossTerms(pl_module, self._output_terms)
+            self._loss_terms = LossTerms(pl_module, lambda: output_terms(self._calls, self.teacher_net, self.output_loss, self.weights["output_weight"]))
         elif self.teacher is None:
             self.check_setup(trainer, pl_module, trainer.datamodule)  # loads a --distill.teacher_ckpt teacher
         if self.teacher_net is not None:
@@ -367,19 +261,14 @@ class Distill(StateContract, GANCallback):
         self._adopt_teacher(previous, spec, self._edits_at_start, source)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
-        # ">=": a run resumed (or extended) past the epoch without the replacement still gets it
-        if self.student is not None and pl_module.edits.replacement("generator") is None and trainer.current_epoch >= self.replacement_epoch(trainer.max_epochs):
+        if self.replacement is not None and self.replacement.is_due(trainer, pl_module):
             self._replace_generator(trainer, pl_module)
 
     def _replace_generator(self, trainer: Trainer, module) -> None:
-        """The student takes the generator's place (rank 0's initial weights on every rank: the
-        DDP wrapper rebuilt by ``architecture_changed`` broadcasts them)."""
         previous = target_of(module).previous("generator")
         if self.teacher_net is None:
             self._adopt_previous(trainer, module, previous, f"the run's generator at epoch {trainer.current_epoch}")
-        spec = self.student_spec(module)
-        replaces = module.edits.spec("generator", spec_from_hparams(module.hparams))
-        module.architecture_changed("generator", previous, edit=replace_network(module, "generator", self.build_student(spec, module), spec, replaces))
+        spec = self.replacement.replace(module, previous)
         # "best" now means the best student: the teacher's checkpoints (files kept) would hold the title
         for path in forget_best_checkpoints(trainer):
             rank_zero_info(f"distill: the best checkpoint so far ({path}) holds the generator before the student; it is kept, and best-* now tracks the student")
@@ -391,7 +280,7 @@ class Distill(StateContract, GANCallback):
         restarts_d = any(getattr(cb, "restarts_discriminator", False) for cb in trainer.callbacks)
         if self.weights["gan_weight"] > 0 and not restarts_d:
             rank_zero_warn(
-                "distill: a student trained from scratch against an already trained discriminator tends to collapse (README:"
+                "distill: a student trained from scratch against an already trained discriminator tends to collapse (docs/balance.md:"
                 " FID ~800-1700 and one class on the digits); let the discriminator restart when it overpowers the student"
                 " (the balance control, on in train.py unless --balance.mode off) or train it from the teacher alone with --distill.gan_weight 0"
             )
@@ -431,17 +320,6 @@ class Distill(StateContract, GANCallback):
         if judged:
             terms["distill_perceptual"] = w["perceptual_weight"] * perceptual_loss(judged, judged_teacher)
         return terms
-
-    def _output_terms(self) -> dict[str, torch.Tensor]:
-        """On any other LightningModule: the output term of this training step, the student's
-        outputs against the teacher's on the same inputs (averaged over calls, if it ran twice)."""
-        calls = self._calls.take() if self._calls is not None else []
-        if self.teacher_net is None or not calls:
-            return {}
-        with torch.no_grad():
-            targets = [self.teacher_net(*inputs) for inputs, _ in calls]
-        loss = torch.stack([output_loss(out, target, self.output_loss) for (_, out), target in zip(calls, targets)]).mean()
-        return {"distill_output": self.weights["output_weight"] * loss}
 
     def teardown(self, trainer: Trainer, pl_module, stage: str) -> None:
         for taps in self._taps.values():
