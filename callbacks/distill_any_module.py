@@ -1,12 +1,12 @@
 """distill on a LightningModule that is not a GANModule (see ``callbacks/target.py``).
 
-The student is the
-network named by ``network``, the teacher its copy from just before a compression callback
-first changed it, and the one term is the output term: the student's outputs in each training
-step (its logits, for a classifier) against the teacher's on the same inputs, added to the loss
-the module's ``training_step`` returns and logged as ``train/distill_output``. The feature,
-alignment and perceptual terms and the adversarial weight belong to a GAN (adapters in
-``GANModule.auxiliary``, the discriminator) and are not engaged there.
+The student is the network named by ``network``, the teacher its copy from just before a
+compression callback first changed it, and the one term is the output term: the student's
+outputs in each training step (its logits, for a classifier) against the teacher's on the same
+inputs, added to the loss the module's ``training_step`` returns and logged as
+``train/distill_output``. The feature, alignment and perceptual terms and the adversarial weight
+belong to a GAN (adapters in ``GANModule.auxiliary``, the discriminator) and are not engaged
+there.
 """
 
 from __future__ import annotations

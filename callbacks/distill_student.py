@@ -15,11 +15,12 @@ import torch
 from pytorch_lightning import Trainer
 from torch import nn
 
-from gan_lightning.compress.edits import build_generator, replace_network
+from gan_lightning.compress.edits import replace_network
 from gan_lightning.compress.profiling import evaluating, parameter_device
 from gan_lightning.compress.schedules import event_epoch
-from gan_lightning.compress.storage import spec_from_hparams
+from gan_lightning.specs import spec_from_hparams
 from gan_lightning.errors import CheckpointError, ConfigError
+from gan_lightning.specs import build_generator
 
 
 class StudentReplacement:

@@ -15,7 +15,7 @@ from torch import nn
 from gan_lightning.class_paths import check_class_path, class_paths_in
 from gan_lightning.compress.edits import EditRecord
 from gan_lightning.compress.profiling import evaluating, parameter_device
-from gan_lightning.compress.storage import spec_from_hparams
+from gan_lightning.specs import spec_from_hparams
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import CheckpointError, ConfigError

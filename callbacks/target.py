@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Subset
 from gan_lightning.compress.importance import Importance, NetworkLoss, weight_importance
 from gan_lightning.compress.profiling import evaluating
 from gan_lightning.compress.pruning import GAN_NETWORKS, example_input, networks_of, recalibrate_batchnorm
-from gan_lightning.compress.storage import spec_from_hparams
+from gan_lightning.specs import spec_from_hparams
 from gan_lightning.core.hooks import synthetic_samples
 from gan_lightning.core.module import GANModule
 from gan_lightning.dataset_tensors import stack_samples

@@ -8,7 +8,8 @@ import torch
 
 from gan_lightning import class_paths
 from gan_lightning.commands import generate as generate_command
-from gan_lightning.compress.storage import build_generator, export_generator, load_exported
+from gan_lightning.deploy.export_file import export_generator, load_exported
+from gan_lightning.specs import build_generator
 from gan_lightning.errors import CheckpointError
 from tests.helpers import tiny_module
 

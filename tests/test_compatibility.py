@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from gan_lightning.compress.edits import EditRecord
-from gan_lightning.compress.storage import load_exported
+from gan_lightning.deploy.export_file import load_exported
 from gan_lightning.core.module import GANModule
 from tests.helpers import REPO
 from train import main

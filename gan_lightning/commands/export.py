@@ -24,7 +24,7 @@ import yaml
 
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.console import run
-from gan_lightning.compress.storage import ExportReport, configured_generator, export_generator, spec_from_hparams
+from gan_lightning.deploy.export_file import ExportReport, configured_generator, export_generator, spec_from_hparams
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.card import card_path, cost_entry, model_card, sha256, write_card

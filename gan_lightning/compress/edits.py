@@ -29,10 +29,10 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import nn
 
-from gan_lightning.class_paths import import_class
 from gan_lightning.compress.lowrank import apply_ranks
 from gan_lightning.compress.surgery import INPUT_KEY, apply_cut, compose_keep
 from gan_lightning.errors import CheckpointError
+from gan_lightning.specs import build_generator
 
 VERSION = 1
 KINDS: dict[str, type["Edit"]] = {}  # kind tag -> edit class, for from_state
@@ -110,18 +110,6 @@ class Replace(Edit):
 
     def apply(self, network: nn.Module, example: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
         return on_place_of(build_generator(self.spec, source="the recorded replacement"), network), example
-
-
-def build_generator(spec: dict[str, Any], source: str = "the file") -> nn.Module:
-    """A freshly initialized network from its class path and init args; the class path must be
-    on the allow-list (:mod:`gan_lightning.class_paths`) since ``spec`` comes from ``source``."""
-    cls = import_class(spec["class_path"], source)
-    if not issubclass(cls, nn.Module):
-        raise CheckpointError(f"{source} names the generator class {spec['class_path']!r}, which is not a torch.nn.Module")
-    try:
-        return cls(**spec.get("init_args", {}))
-    except TypeError as exc:
-        raise CheckpointError(f"{source}: generator class {spec['class_path']!r} does not take the recorded init args ({exc})") from exc
 
 
 def on_place_of(new: nn.Module, old: nn.Module) -> nn.Module:

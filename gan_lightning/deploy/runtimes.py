@@ -186,6 +186,6 @@ def load_runtime(path: str | Path, runtime: str | None = None, device: torch.dev
             raise ExportError(f"{path} is a TorchScript file without gan-lightning metadata; export it with python -m gan_lightning.commands.export")
         module.z_dim, module.metadata = metadata["z_dim"], metadata
         return module
-    from gan_lightning.compress.storage import load_exported
+    from gan_lightning.deploy.export_file import load_exported
 
     return load_exported(path).to(device)

@@ -18,8 +18,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from gan_lightning.compress.edits import EditRecord, build_generator, old_edits
+from gan_lightning.compress.edits import EditRecord, old_edits
 from gan_lightning.errors import CheckpointError
+from gan_lightning.specs import build_generator
 
 
 def weights_hash(network: nn.Module) -> str:

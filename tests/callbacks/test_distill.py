@@ -13,7 +13,7 @@ from callbacks.lowrank import LowRankFactorization
 from callbacks.prune import Prune
 from datamodules.digits import DigitsDataModule
 from gan_lightning.compress.lowrank import LowRank
-from gan_lightning.compress.storage import export_generator, read_export
+from gan_lightning.deploy.export_file import export_generator, read_export
 from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 from tests.helpers import TINY, make_trainer, tiny_run_args, train_py_ddp

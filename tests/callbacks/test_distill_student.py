@@ -10,7 +10,7 @@ import torch
 
 from callbacks.distill import Distill, weights_hash
 from gan_lightning.compress.edits import EditRecord, Replace
-from gan_lightning.compress.storage import load_exported
+from gan_lightning.deploy.export_file import load_exported
 from gan_lightning.core.module import GANModule
 from gan_lightning.networks import DCGANGenerator
 from tests.callbacks.test_distill import G16, fit, logged, module16

@@ -14,7 +14,7 @@ import torch
 from gan_lightning.compress.edits import VERSION, Cut, EditRecord, Factorize, Replace
 from gan_lightning.compress.lowrank import factorize_module
 from gan_lightning.compress.pruning import cut_units
-from gan_lightning.compress.storage import load_exported
+from gan_lightning.deploy.export_file import load_exported
 from gan_lightning.core.module import GANModule
 from gan_lightning.distill.teacher import rebuild_teacher
 from tests.helpers import REPO, tiny_module

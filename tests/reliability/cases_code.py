@@ -28,7 +28,7 @@ def crafted_checkpoint(ws: Workspace, network: str = "generator", bare: bool = F
 
 
 def crafted_export(ws: Workspace) -> str:
-    from gan_lightning.compress.storage import export_generator
+    from gan_lightning.deploy.export_file import export_generator
     from gan_lightning.core.module import GANModule
 
     out = ws.path("g.pt")

@@ -1,4 +1,4 @@
-"""gan_lightning.compress.storage and ``python -m gan_lightning.commands.export``: encodings, round trips of a
+"""gan_lightning.deploy.export_file and ``python -m gan_lightning.commands.export``: encodings, round trips of a
 dense, an 80%-sparse, a structurally pruned and a factorized generator, the size gain, the
 command on a train.py checkpoint, and refusal of corrupt or foreign files."""
 
@@ -11,7 +11,7 @@ from gan_lightning.commands import export as export_command
 from gan_lightning.compress.edits import Cut, Factorize
 from gan_lightning.compress.lowrank import factorize_module
 from gan_lightning.compress.pruning import cut_units
-from gan_lightning.compress.storage import decode, encode, encoded_sizes, export_generator, load_exported, read_export
+from gan_lightning.deploy.export_file import decode, encode, encoded_sizes, export_generator, load_exported, read_export
 from gan_lightning.compress.surgery import INPUT_KEY
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import CheckpointError, ConfigError

@@ -36,8 +36,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from gan_lightning.compress.edits import EditRecord, build_generator, old_edits
+from gan_lightning.compress.edits import EditRecord, old_edits
 from gan_lightning.errors import CheckpointError, ConfigError
+from gan_lightning.specs import build_generator, spec_from_hparams
 
 FORMAT = "gan-lightning/generator-export"
 VERSION = 2  # 2: the record of edits (1: the structure and lowrank records, still read)
@@ -121,15 +122,6 @@ class ExportReport:
         tensors = ", ".join(f"{n} {e}" for e, n in sorted(self.encodings.items()))
         lines.append(f"{self.nonzero:,} of {self.params:,} generator values non-zero ({1 - self.nonzero / max(self.params, 1):.1%} zeros); tensors: {tensors}")
         return "\n".join(lines)
-
-
-def spec_from_hparams(hparams) -> Optional[dict[str, Any]]:
-    """``{"class_path", "init_args"}`` of the generator in a GANModule's (or a checkpoint's)
-    hyper-parameters; None when they hold no class path (a module built in Python)."""
-    spec = hparams.get("generator") if hparams is not None else None
-    if isinstance(spec, dict) and isinstance(spec.get("class_path"), str):
-        return {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
-    return None
 
 
 def generator_spec(module) -> dict[str, Any]:
