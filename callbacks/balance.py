@@ -32,9 +32,10 @@ from typing import Literal, Optional
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
+from typing_extensions import override
 
-from callbacks.target import target_of
 from callbacks.state import StateContract
+from callbacks.target import target_of
 from gan_lightning.compress.pruning import reinitialize
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.core.lightning_private import logging_step
@@ -134,9 +135,11 @@ class DiscriminatorBalance(StateContract, GANCallback):
     def threshold(self) -> float:
         return self.reference + self.tolerance * abs(self.reference)
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         self._generator = getattr(pl_module, "generator", None)
 
+    @override
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous) -> None:
         if self.mode == "off" or network != "generator" or not target_of(module).adversarial:
             return  # a smaller discriminator is no threat to the generator
@@ -156,6 +159,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
             return
         self.reference, self.probe = float(reference), []
 
+    @override
     def on_discriminator_outputs(self, trainer: Trainer, module, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
         if self.mode == "off":
             return
@@ -167,6 +171,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
         else:
             self._running = torch.lerp(self._running.to(margin.device), margin, 1.0 / self.window)
 
+    @override
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         """Decided between batches, never inside a step: D's weights change only here."""
         if self.mode == "off":
@@ -178,6 +183,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
         if self._running is not None:
             pl_module.log("balance/d_margin", self._running, batch_size=1)
 
+    @override
     def adversarial_weight(self, trainer: Trainer, module) -> float:
         if self.ramp is None:
             return 1.0

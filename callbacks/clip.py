@@ -20,6 +20,7 @@ from typing import Literal
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
+from typing_extensions import override
 
 from callbacks.registry import register
 from gan_lightning.compress.clipping import Parameters, clamp_, clipped_parameters, saturation
@@ -73,6 +74,7 @@ class WeightClipping(GANCallback):
         names = ("discriminator", "generator") if self.network == "both" else (self.network,)
         return [p for name in names for p in self._params(module, name)]
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module) -> None:
         chosen = self._chosen(pl_module)
         if not chosen:
@@ -84,16 +86,19 @@ class WeightClipping(GANCallback):
         # clipped critic (a fresh DCGAN critic has conv weights up to 0.25, norm scales of 1).
         clamp_(chosen, self.clip_value)
 
+    @override
     def on_discriminator_step_end(self, trainer: Trainer, module) -> None:
         if self.network in ("discriminator", "both"):
             clamp_(self._params(module, "discriminator"), self.clip_value)
 
+    @override
     def on_generator_step_end(self, trainer: Trainer, module) -> None:
         # The generator only changes in its own step, so clipping it here keeps it inside the
         # bounds at every later D step without clamping it n_critic times per batch.
         if self.network in ("generator", "both"):
             clamp_(self._params(module, "generator"), self.clip_value)
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module) -> None:
         value = saturation(self._chosen(pl_module), self.clip_value)
         # Every rank holds the same clipped weights, so the mean over ranks is each rank's value;

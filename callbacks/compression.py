@@ -17,10 +17,11 @@ from typing import Any, Callable, ClassVar, Literal, Optional
 
 import torch
 from pytorch_lightning import Trainer
+from typing_extensions import override
 
-from callbacks.target import target_of
 from callbacks.fidelity import FidelityEvaluation
 from callbacks.state import StateContract
+from callbacks.target import target_of
 from gan_lightning.compress.profiling import interleaved_latency_ms, network_cost
 from gan_lightning.compress.pruning import example_input
 from gan_lightning.core.hooks import GANCallback
@@ -101,12 +102,14 @@ class CompressionCallback(StateContract, GANCallback):
         """Refuse settings that cannot work with this model and trainer (subclasses extend this)."""
         resolve_metric(trainer, module, self.metric, self.option_group)
 
+    @override
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
         self.check_setup(trainer, pl_module, trainer.datamodule)
         self.metric_name, self.fidelity = resolve_metric(trainer, pl_module, self.metric, self.option_group)
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         if not self.dense:
             self.dense = dense_weight_counts(pl_module, self.reported(pl_module))
@@ -288,5 +291,6 @@ class _Resized(torch.nn.Module):
         super().__init__()
         self.generator, self.z_dim = generator, z_dim
 
+    @override
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z[:, : self.z_dim])

@@ -9,6 +9,7 @@ goes through the same kind of random, differentiable transform (``gan_lightning.
 from __future__ import annotations
 
 from pytorch_lightning import Trainer
+from typing_extensions import override
 
 from callbacks.registry import register
 from gan_lightning.core.hooks import GANCallback
@@ -40,10 +41,12 @@ class DiffAugment(GANCallback):
         self.translation_ratio = translation_ratio
         self.cutout_ratio = cutout_ratio
 
+    @override
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         shape = getattr(trainer.datamodule, "sample_shape", None)
         if shape is not None and len(shape) != 3:
             raise ConfigError(f"--callbacks diffaug transforms images (channels, height, width), and the data's samples have shape {tuple(shape)}")
 
+    @override
     def augment_discriminator_input(self, trainer: Trainer, module, samples):
         return diff_augment(samples, self.policies, self.translation_ratio, self.cutout_ratio)

@@ -31,14 +31,15 @@ import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from typing_extensions import override
 
-from callbacks.target import LossTerms, target_of
 from callbacks.compression import forget_best_checkpoints
 from callbacks.distill_any_module import check_any_module, output_terms
 from callbacks.distill_student import StudentReplacement
 from callbacks.distill_teacher import check_teacher, load_teacher_checkpoint
 from callbacks.registry import register
 from callbacks.state import StateContract
+from callbacks.target import LossTerms, target_of
 from gan_lightning.compress.edits import EditRecord
 from gan_lightning.compress.profiling import batchnorm_momentum, evaluating, network_cost
 from gan_lightning.compress.surgery import INPUT_KEY
@@ -221,6 +222,7 @@ class Distill(StateContract, GANCallback):
         return full
 
     # ------------------------------------------------------------------ Lightning and GAN hooks
+    @override
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
@@ -232,6 +234,7 @@ class Distill(StateContract, GANCallback):
         if self.teacher_net is not None:
             self._attach(pl_module)
 
+    @override
     def restore_auxiliary(self, trainer: Trainer, module, checkpoint: dict[str, Any]) -> None:
         # Resuming means the same teacher: the saved one, and adapters of the saved shapes, must
         # exist before the checkpoint's weights load into them and the optimizers are built,
@@ -241,11 +244,13 @@ class Distill(StateContract, GANCallback):
             self.load_state_dict(saved)
             self._attach(module)
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         # after a resumed checkpoint's edits are replayed, before this run changes anything: the
         # edits a teacher taken from this run's first change has
         self._edits_at_start = getattr(pl_module, "edits", EditRecord()).copy()
 
+    @override
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous: Optional[nn.Module]) -> None:
         student = target_of(module).student(self.network)
         if self.teacher_net is None and network == student and previous is not None:
@@ -260,6 +265,7 @@ class Distill(StateContract, GANCallback):
         spec = target_of(module).teacher_spec(previous)
         self._adopt_teacher(previous, spec, self._edits_at_start, source)
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
         if self.replacement is not None and self.replacement.is_due(trainer, pl_module):
             self._replace_generator(trainer, pl_module)
@@ -290,9 +296,11 @@ class Distill(StateContract, GANCallback):
             f" {student.params:,} parameters (teacher {teacher.params:,})"
         )
 
+    @override
     def adversarial_weight(self, trainer: Trainer, module) -> float:
         return self.weights["gan_weight"] if self.teacher_net is not None else 1.0
 
+    @override
     def generator_loss_terms(self, trainer: Trainer, module, z: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.teacher_net is None:
             return {}
@@ -321,6 +329,7 @@ class Distill(StateContract, GANCallback):
             terms["distill_perceptual"] = w["perceptual_weight"] * perceptual_loss(judged, judged_teacher)
         return terms
 
+    @override
     def teardown(self, trainer: Trainer, pl_module, stage: str) -> None:
         for taps in self._taps.values():
             taps.remove()
@@ -331,6 +340,7 @@ class Distill(StateContract, GANCallback):
         self._calls = self._loss_terms = None
 
     # ------------------------------------------------------------------ state
+    @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         if self.teacher is not None:

@@ -9,6 +9,7 @@ import torch
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils._pytree import tree_flatten, tree_unflatten
+from typing_extensions import override
 
 from gan_lightning.core.module import DIVERGENCE_ADVICE
 from gan_lightning.errors import NonFiniteLossError
@@ -95,10 +96,12 @@ class DivergenceGuard(Callback):
         self._kept_step: Optional[int] = None
         self._warned = False
 
+    @override
     def on_train_start(self, trainer, pl_module) -> None:
         self._warned = False
         self._check_and_keep(trainer, pl_module)
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._check_and_keep(trainer, pl_module)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from pytorch_lightning import Callback, LightningModule, Trainer
+from typing_extensions import override
 
 from gan_lightning.errors import ConfigError, GANLightningError
 from gan_lightning.quality.evaluation import Features, RealSplit, check_metrics_setup, check_real_split, evaluate_generator, real_samples
@@ -68,6 +69,7 @@ class FidelityEvaluation(Callback):
         self.domain_weights: Optional[str] = None
         self.last: Optional[dict] = None  # the last measurement and how it was made (exports' model cards read it)
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         data = trainer.datamodule
         if self.every_n_epochs == 0 or data is None:
@@ -79,6 +81,7 @@ class FidelityEvaluation(Callback):
             path, self._record = domain_classifier(data, self.domain_cache_dir, epochs=self.domain_epochs)
             self.domain_weights = str(path)
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.every_n_epochs == 0:
             return
@@ -94,6 +97,7 @@ class FidelityEvaluation(Callback):
         for logger in trainer.loggers:
             logger.log_hyperparams({"metrics": described})
 
+    @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.every_n_epochs == 0 or trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
@@ -118,9 +122,11 @@ class FidelityEvaluation(Callback):
             pl_module.log("val/fid", logged.pop("val/fid"), prog_bar=True)
         pl_module.log_dict(logged)
 
+    @override
     def state_dict(self) -> dict:
         return {"last": self.last}
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         self.last = state_dict.get("last")
 

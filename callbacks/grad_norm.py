@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from pytorch_lightning import Trainer
 from torch import nn
+from typing_extensions import override
 
 from callbacks.registry import register
 from gan_lightning.core.hooks import GANCallback
@@ -37,8 +38,10 @@ class GradNormMonitor(GANCallback):
             raise ConfigError(f"--grad_norm.norm_type must be > 0, got {norm_type}")
         self.norm_type = norm_type
 
+    @override
     def on_discriminator_step_end(self, trainer: Trainer, module) -> None:
         module.log("train/d_grad_norm", grad_norm(module.discriminator, self.norm_type), on_step=True, on_epoch=False)
 
+    @override
     def on_generator_step_end(self, trainer: Trainer, module) -> None:
         module.log("train/g_grad_norm", grad_norm(module.generator, self.norm_type), on_step=True, on_epoch=False)

@@ -12,6 +12,7 @@ from typing import Optional
 from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from typing_extensions import override
 
 from gan_lightning.errors import RunStopped, TrainingInterrupted
 
@@ -52,6 +53,7 @@ class InterruptCheckpoint(Callback):
         self._signal: Optional[int] = None
         self._previous_sigint = None
 
+    @override
     def on_train_start(self, trainer, pl_module) -> None:
         folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
         self.ckpt_path = Path(folder or trainer.default_root_dir) / self.filename
@@ -65,6 +67,7 @@ class InterruptCheckpoint(Callback):
         self._signal = signal.SIGINT
         print("\nCtrl-C: stopping after this batch with a checkpoint (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # Lightning notes SIGTERM (received_sigterm) and would stop after this hook with an
         # exception that exits 0; stopping here turns it into TrainingInterrupted instead.
@@ -78,11 +81,13 @@ class InterruptCheckpoint(Callback):
                 f" (step {trainer.global_step})", signum
             )
 
+    @override
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
 
+    @override
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if self.ckpt_path is None:
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
+from typing_extensions import override
 
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
@@ -35,6 +36,7 @@ def layer_rows(network_name: str, network: nn.Module) -> list[list]:
 class LayerTable(Callback):
     """Logs the ``model/layers`` table and ``compress/g_params`` / ``compress/d_params`` when fit starts."""
 
+    @override
     @rank_zero_only
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rows = layer_rows("generator", pl_module.generator) + layer_rows("discriminator", pl_module.discriminator)

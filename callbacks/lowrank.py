@@ -18,10 +18,11 @@ from typing import Literal, Optional
 
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
-from callbacks.target import target_of
 from callbacks.compression import CompressionCallback, QualityMetric, quality_change, report_event, summary_key
 from callbacks.registry import register
+from callbacks.target import target_of
 from gan_lightning.compress.lowrank import PLAN_COLUMNS, LowRank, RankMode, candidate_layers, check_rank_value, factorize_module, plan_ranks
 from gan_lightning.compress.profiling import output_layer
 from gan_lightning.compress.pruning import example_input
@@ -92,6 +93,7 @@ class LowRankFactorization(CompressionCallback):
         self.latency_batch = latency_batch
         self.reset_state()
 
+    @override
     @property
     def scoped(self) -> list[str]:
         if self.networks is not None:
@@ -105,10 +107,12 @@ class LowRankFactorization(CompressionCallback):
     def event_epoch(self, max_epochs: Optional[int]) -> int:
         return event_epoch(self.epoch, max_epochs, "--lowrank.epoch")
 
+    @override
     def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
         return self.event_epoch(max_epochs)
 
     # ------------------------------------------------------------------ checks
+    @override
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
         target_of(module).check_networks(self.networks, "--lowrank.networks", 'LowRankFactorization(networks=["model"])')
@@ -165,6 +169,7 @@ class LowRankFactorization(CompressionCallback):
         return {net: {output_layer(getattr(module, net), example_input(module, net))} for net in self.reported(module)}
 
     # ------------------------------------------------------------------ Lightning hooks
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
         # ">=": a run resumed (or extended) past the configured epoch without the event still gets it
         if not self.done and trainer.current_epoch >= self.event_epoch(trainer.max_epochs):

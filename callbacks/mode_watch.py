@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_warn
+from typing_extensions import override
 
-from callbacks.target import target_of
 from callbacks.fidelity import measured_modes
 from callbacks.state import StateContract
+from callbacks.target import target_of
 from gan_lightning.core.hooks import GANCallback
 
 ADVICE = (
@@ -40,12 +41,14 @@ class ModeCollapseWatch(StateContract, GANCallback):
         self.patience = patience
         self.reset_state()
 
+    @override
     def on_architecture_changed(self, trainer: Trainer, module, network: str, previous) -> None:
         if self.event_epoch is None and target_of(module).adversarial:
             self.event_epoch = trainer.current_epoch
             # the fidelity callback's last measurement (restored on resume) predates the event
             self.reference = measured_modes(trainer)[1]
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module) -> None:
         epoch, modes = measured_modes(trainer)
         if epoch != trainer.current_epoch or self.event_epoch is None or self.reference is None:
@@ -56,6 +59,7 @@ class ModeCollapseWatch(StateContract, GANCallback):
         if len(recent) == self.patience and all(m < self.reference for m in recent):
             self._warn(f"in the last {self.patience} measurements")
 
+    @override
     def on_fit_end(self, trainer: Trainer, pl_module) -> None:
         if self.event_epoch is not None and self.reference is not None and self.after and self.after[-1] < self.reference:
             self._warn("when training ended")

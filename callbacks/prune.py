@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
+from typing_extensions import override
 
 from callbacks.compression import (
     Before,
@@ -156,19 +157,23 @@ class Prune(CompressionCallback):
         self.reset_state()
 
     # ------------------------------------------------------------------ checks
+    @override
     @property
     def scoped(self) -> list[str]:
         return self.options.scoped
 
+    @override
     def check_setup(self, trainer: Trainer, module, datamodule) -> None:
         """Refuse, before training, settings that cannot work with this model and trainer."""
         check_model(self.options, trainer, module, datamodule, self.importance)
         super().check_setup(trainer, module, datamodule)
         check_schedule(self.options, self.plan, trainer, module)
 
+    @override
     def last_event_epoch(self, max_epochs: Optional[int]) -> Optional[int]:
         return self.plan.events(max_epochs)[-1] if self.plan.unit == "epoch" else None
 
+    @override
     def keeps_layer_state(self) -> bool:
         return self.options.keeps_masks
 
@@ -176,6 +181,7 @@ class Prune(CompressionCallback):
     conflict_hint = "(not --prune.schedule gradual) and no masks left after them (--prune.granularity structured or --prune.retrain weight)"
 
     # ------------------------------------------------------------------ Lightning hooks
+    @override
     def on_dense_reference(self, module) -> None:
         self.original_z = getattr(module, "z_dim", None)
         if self.options.granularity != "structured":  # only cuts count units, and only they need a network that traces as a chain
@@ -184,6 +190,7 @@ class Prune(CompressionCallback):
             for group in prunable_groups(module, net, set()):
                 self.original_units[f"{net}.{group.producer}"] = group.units
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         super().on_fit_start(trainer, pl_module)
         if self.options.skip_layers is not None:
@@ -191,9 +198,11 @@ class Prune(CompressionCallback):
         else:
             self._skip = {f"{net}.{output_layer(getattr(pl_module, net), example_input(pl_module, net))}" for net in self.reported(pl_module)}
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module) -> None:
         check_end_step(self.plan, trainer, pl_module)  # the number of batches per epoch is only known now
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module) -> None:
         epoch = trainer.current_epoch
         if self.options.rewind_epoch is not None and epoch == self.options.rewind_epoch and not self.rewind_state:
@@ -207,6 +216,7 @@ class Prune(CompressionCallback):
             else:
                 self._prune(trainer, pl_module)
 
+    @override
     def on_train_batch_start(self, trainer: Trainer, pl_module, batch: Any, batch_idx: int) -> None:
         if self.plan.unit != "batch":
             return
@@ -216,17 +226,21 @@ class Prune(CompressionCallback):
             self.next_event = due[-1]
             self._prune(trainer, pl_module)
 
+    @override
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.batches_seen += 1
         if not target_of(pl_module).gan_hooks:  # a GAN's masks return after each of its steps (below)
             self.reapply_masks(pl_module)
 
+    @override
     def on_discriminator_step_end(self, trainer: Trainer, module) -> None:
         self.reapply_masks(module, ["discriminator"])
 
+    @override
     def on_generator_step_end(self, trainer: Trainer, module) -> None:
         self.reapply_masks(module, ["generator"])
 
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module) -> None:
         if self.trial is None or trainer.sanity_checking:
             return

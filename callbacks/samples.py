@@ -10,6 +10,7 @@ from PIL import Image
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
+from typing_extensions import override
 
 from gan_lightning.core.loggers import log_image, run_dir
 from gan_lightning.dataset_tensors import stack_samples
@@ -67,6 +68,7 @@ class SampleGrid(Callback):
             return points_to_image(fake, real, self.extent)
         return images_to_grid(module.generate(self.num_samples, seed=self.seed), self.nrow)
 
+    @override
     @rank_zero_only
     def on_train_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
         if self.every_n_epochs == 0 or (trainer.current_epoch + 1) % self.every_n_epochs:

@@ -42,6 +42,7 @@ import torch
 from pytorch_lightning import LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, Subset
+from typing_extensions import override
 
 from gan_lightning.compress.importance import Importance, NetworkLoss, weight_importance
 from gan_lightning.compress.profiling import evaluating
@@ -115,20 +116,25 @@ class GANTarget(Target):
     adversarial = True
     gan_hooks = True
 
+    @override
     def reported(self, scoped: list[str]) -> list[str]:
         return list(GAN_NETWORKS)  # G and D whatever was compressed: the table's g_*/d_* columns
 
+    @override
     def check_networks(self, names: Optional[Iterable[str]], flag: str, example: str) -> None:
         if names is not None:
             raise ConfigError(f"{flag} names the networks of a LightningModule that is not a GANModule; leave it unset on a GAN")
 
+    @override
     def previous(self, network: str) -> Optional[nn.Module]:
         # the sampling generator (the EMA copy when there is one); nothing for the discriminator
         return copy.deepcopy(self.module.sampling_generator) if network == "generator" else None
 
+    @override
     def scores(self, network: str, importance: Importance, weights: Sequence[str], batches: Sequence[Any], seed: int) -> dict[str, torch.Tensor]:
         return weight_importance(self.module, network, importance, weights, batches, seed=seed)
 
+    @override
     def calibration_batches(self, trainer: Trainer, samples: int, batch_size: int, seed: int, source: str = "real") -> list[Any]:
         if source == "vae":
             return list(synthetic_samples(trainer, self.module, samples, seed=seed).split(batch_size))
@@ -137,17 +143,21 @@ class GANTarget(Target):
         real, _ = stack_samples(Subset(data.train_set, index))
         return [b.to(self.module.device) for b in real.split(batch_size)]
 
+    @override
     def steps_per_batch(self, trainer: Trainer) -> float:
         return self.module.hparams.n_critic + 1
 
+    @override
     def recalibrate(self, seed: int) -> None:
         # only a generator has latents to re-estimate its statistics on
         for net in networks_of(self.module, "generator"):
             recalibrate_batchnorm(net, self.module.z_dim, self.module.device, seed=seed)
 
+    @override
     def student(self, network: Optional[str]) -> str:
         return "generator"
 
+    @override
     def teacher_spec(self, previous: nn.Module) -> Optional[dict[str, Any]]:
         if not isinstance(getattr(previous, "z_dim", None), int):  # a generator sized by --model.z_dim
             previous.z_dim = self.module.hparams.get("z_dim")
@@ -155,9 +165,11 @@ class GANTarget(Target):
 
 
 class ModuleTarget(Target):
+    @override
     def reported(self, scoped: list[str]) -> list[str]:
         return scoped
 
+    @override
     def check_networks(self, names: Optional[Iterable[str]], flag: str, example: str) -> None:
         module = self.module
         if names is None:
@@ -169,20 +181,24 @@ class ModuleTarget(Target):
                 owned = ", ".join(n for n, _ in module.named_children()) or "none"
                 raise ConfigError(f"{flag} names {name!r}, {what}; the networks of {type(module).__name__}: {owned}")
 
+    @override
     def refuse_gan_only(self, settings: dict[str, bool], meaning: str = "") -> None:
         used = [flag for flag, on in settings.items() if on]
         if used:
             raise ConfigError(f"{' and '.join(used)} work(s) on a GANModule only{meaning}: on {type(self.module).__name__} leave it out")
 
+    @override
     def previous(self, network: str) -> Optional[nn.Module]:
         return copy.deepcopy(getattr(self.module, network))
 
+    @override
     def scores(self, network: str, importance: Importance, weights: Sequence[str], batches: Sequence[Any], seed: int) -> dict[str, torch.Tensor]:
         # in eval mode, as a GAN is scored: no BatchNorm statistics move, no dropout
         gen = torch.Generator().manual_seed(seed)
         with evaluating(self.module):
             return importance.scores(getattr(self.module, network), weights, training_loss(self.module), batches, [None] * len(batches), gen)
 
+    @override
     def calibration_batches(self, trainer: Trainer, samples: int, batch_size: int, seed: int, source: str = "real") -> list[Any]:
         """A seeded subset of the training set, batched as the training dataloader batches it (its
         ``collate_fn``) and moved to the device as Lightning moves batches (the dataset behind a
@@ -197,9 +213,11 @@ class ModuleTarget(Target):
         subset = DataLoader(Subset(loader.dataset, index), batch_size=batch_size, collate_fn=loader.collate_fn)
         return [trainer.strategy.batch_to_device(batch) for batch in subset]
 
+    @override
     def steps_per_batch(self, trainer: Trainer) -> float:
         return 1 / trainer.accumulate_grad_batches
 
+    @override
     def student(self, network: Optional[str]) -> str:
         return network
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.utilities import rank_zero_info
+from typing_extensions import override
 from tqdm.auto import tqdm
 
 from callbacks.registry import register
@@ -134,6 +135,7 @@ class VAEAugmentation(GANCallback):
         self.source: dict[str, Any] = {}  # where the VAE came from: logged, and kept in checkpoints
 
     # ------------------------------------------------------------------ the VAE
+    @override
     def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
@@ -159,6 +161,7 @@ class VAEAugmentation(GANCallback):
                 " give a VAE trained on this data, or leave --vae.ckpt unset to train one"
             )
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         if self.vae is None:  # neither --vae.ckpt nor a resumed checkpoint gave one
             state = self._obtain(trainer) if trainer.is_global_zero else None
@@ -207,24 +210,29 @@ class VAEAugmentation(GANCallback):
             return torch.cat([synthetic, batch[k:]])
         return torch.cat([batch, synthetic])
 
+    @override
     def transform_real_batch(self, trainer: Trainer, module, real: torch.Tensor) -> torch.Tensor:
         return self._mixed(trainer, module, real) if self.mode in ("replace", "append") else real
 
+    @override
     def transform_fake_batch(self, trainer: Trainer, module, fake: torch.Tensor) -> torch.Tensor:
         return self._mixed(trainer, module, fake) if self.mode == "fake" else fake
 
+    @override
     def synthetic_samples(self, trainer: Trainer, module, n: int, seed: int) -> Optional[torch.Tensor]:
         if self.vae is None:
             return None
         return self.vae.sample(n, generator=torch.Generator().manual_seed(seed)).to(module.device)
 
     # ------------------------------------------------------------------ checkpoints
+    @override
     def state_dict(self) -> dict[str, Any]:
         if self.vae is None:
             return {}
         return {"config": self.vae.config, "weights": {k: v.cpu() for k, v in self.vae.state_dict().items()}, "source": self.source,
                 "settings": asdict(self.settings)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict.get("config"):
             return  # saved before the VAE existed: it is obtained as in a new run

@@ -8,6 +8,7 @@ from typing import Optional
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+from typing_extensions import override
 
 from gan_lightning.errors import ConfigError
 
@@ -64,6 +65,7 @@ class GANDataModule(pl.LightningDataModule):
         """Return the full (train, val) datasets; use :func:`seeded_split` when there is no official split."""
         raise NotImplementedError
 
+    @override
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_set is not None:
             return
@@ -85,8 +87,10 @@ class GANDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    @override
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
 
+    @override
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

@@ -13,6 +13,7 @@ import importlib
 import pickle
 from pathlib import Path
 from typing import Any
+from typing_extensions import override
 
 import numpy as np
 
@@ -40,6 +41,7 @@ class CIFARBatchUnpickler(pickle.Unpickler):
         super().__init__(file, encoding="bytes")
         self.path = path
 
+    @override
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in ALLOWED_GLOBALS:
             # Named as Python 3 would import it: a protocol-2 pickle spells subprocess "commands".

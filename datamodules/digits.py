@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
+from typing_extensions import override
 
 from datamodules.base import GANDataModule, seeded_split
 from gan_lightning.errors import ConfigError
@@ -38,6 +39,7 @@ class DigitsDataModule(GANDataModule):
         self.image_size = image_size
         self.sample_shape = (1, image_size, image_size)
 
+    @override
     def load_splits(self) -> tuple[Dataset, Dataset]:
         images, labels = load_digits_tensors(self.image_size)
         return seeded_split(TensorDataset(images, labels), self.val_fraction, self.seed)

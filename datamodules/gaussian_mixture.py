@@ -8,6 +8,7 @@ from typing import Literal, Optional
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
+from typing_extensions import override
 
 from datamodules.base import GANDataModule, seeded_split
 from gan_lightning.errors import ConfigError
@@ -67,6 +68,7 @@ class GaussianMixtureDataModule(GANDataModule):
         self.centers = mixture_centers(layout, num_modes, radius)
         self.num_classes = len(self.centers)
 
+    @override
     def load_splits(self) -> tuple[Dataset, Dataset]:
         generator = torch.Generator().manual_seed(self.seed)
         labels = torch.randint(len(self.centers), (self.num_samples,), generator=generator)

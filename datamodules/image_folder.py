@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from torchvision import transforms
+from typing_extensions import override
 
 from datamodules.base import GANDataModule, seeded_split
 from datamodules.image_decoding import read_image
@@ -118,6 +119,7 @@ class ImageFolderDataModule(GANDataModule):
         labels, classes = label_images(root, paths)
         return paths, labels, classes
 
+    @override
     def load_splits(self) -> tuple[Dataset, Dataset]:
         dataset = ImageFileDataset(self.paths, self.labels, self.image_size, self.channels)
         return seeded_split(dataset, self.val_fraction, self.seed)

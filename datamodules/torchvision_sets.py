@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch.utils.data import Dataset
+from typing_extensions import override
 
 from datamodules.base import GANDataModule
 from datamodules.cifar_pickle import load_cifar_batch
@@ -91,6 +92,7 @@ class TorchvisionImageDataModule(GANDataModule):
     def missing_files(self) -> list[str]:
         return [name for name in self.required_files() if not (self.folder / name).is_file()]
 
+    @override
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node, so DDP ranks never download twice.
         if not self.download or not self.missing_files():
@@ -103,6 +105,7 @@ class TorchvisionImageDataModule(GANDataModule):
                 f"check the network, or copy the files into {self.folder} and pass --data.download false."
             ) from err
 
+    @override
     def load_splits(self) -> tuple[Dataset, Dataset]:
         missing = self.missing_files()
         if missing:
@@ -150,9 +153,11 @@ class MNISTDataModule(TorchvisionImageDataModule):
         # torchvision names the folder after the class (MNIST, FashionMNIST).
         return f"{self.torchvision_class.__name__}/raw"
 
+    @override
     def required_files(self) -> list[str]:
         return [f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
 
+    @override
     def read_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         # torchvision checks only that the raw files exist (no checksum), so small or
         # re-packed IDX files load as they are.
@@ -196,9 +201,11 @@ class CIFAR10DataModule(TorchvisionImageDataModule):
     train_batches = [f"data_batch_{i}" for i in range(1, 6)]
     test_batches = ["test_batch"]
 
+    @override
     def required_files(self) -> list[str]:
         return self.train_batches + self.test_batches
 
+    @override
     def read_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         # Read the batches ourselves: torchvision.datasets.CIFAR10 refuses any file whose
         # md5 differs from the official one, and also wants batches.meta.

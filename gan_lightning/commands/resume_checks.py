@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from jsonargparse import Namespace
 from pytorch_lightning import Callback
+from typing_extensions import override
 
 from callbacks.registry import CALLBACKS
 from gan_lightning.core.checkpoint import read_checkpoint
@@ -26,6 +27,7 @@ class PlugInRecord(Callback):
     def __init__(self, options: dict[str, dict[str, Any]]) -> None:
         self.options = options
 
+    @override
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint[self.KEY] = self.options
 

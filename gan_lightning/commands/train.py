@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
+from typing_extensions import override
 
 import callbacks  # noqa: F401  (importing the package registers every plug-in callback)
 from callbacks.balance import DiscriminatorBalance
@@ -51,6 +52,7 @@ class SaveRunConfig(SaveConfigCallback):
     """Saves the full resolved config as ``<run>/config.yaml`` and as every logger's
     hyper-parameters (the W&B run config), so a run can be reproduced from its dashboard."""
 
+    @override
     def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
         text = self.parser.dump(self.config, skip_none=False)
         path = run_dir(trainer) / "config.yaml"
@@ -87,6 +89,7 @@ class GANLightningCLI(LightningCLI):
             **kwargs,
         )
 
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -111,12 +114,14 @@ class GANLightningCLI(LightningCLI):
         for name, cls in sorted(CALLBACKS.items()):
             parser.add_class_arguments(cls, name, instantiate=False, fail_untyped=False)
 
+    @override
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         # GANModule has no test or predict step, so only these two are offered.
         return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
 
     # ------------------------------------------------------------------ config checks
+    @override
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would silently replace the configured model by the checkpoint's; a
         # mismatch must be refused instead, and an unreadable file before anything is built.
@@ -133,6 +138,7 @@ class GANLightningCLI(LightningCLI):
         """The parsed config of the subcommand being run."""
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    @override
     def before_instantiate_classes(self) -> None:
         cfg = self._run_config
         self.callback_names = parse_names(cfg.callbacks or "")
@@ -185,6 +191,7 @@ class GANLightningCLI(LightningCLI):
             # ModelCheckpoint refuses an epoch whose metrics lack its monitor
             cfg.checkpoint.every_n_epochs = every
 
+    @override
     def after_instantiate_classes(self) -> None:
         # Checked here, before the Trainer starts its logger, so that a refused run leaves no run folder.
         shape = getattr(self.datamodule, "sample_shape", None)
@@ -201,6 +208,7 @@ class GANLightningCLI(LightningCLI):
             if problem:
                 raise CheckpointError(problem)
 
+    @override
     def _run_subcommand(self, subcommand: str) -> None:
         # here, not in after_instantiate_classes: only a CLI that runs may start a W&B run
         start_wandb_or_go_offline(self.trainer, self._run_config)
@@ -212,6 +220,7 @@ class GANLightningCLI(LightningCLI):
         )
         configure_wandb(cfg, run)
 
+    @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         plug_ins = [CALLBACKS[name](**vars(self._run_config[name]).copy()) for name in self.callback_names]
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
+from typing_extensions import override
 
 from gan_lightning.errors import CheckpointError
 
@@ -56,6 +57,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     kill or a full disk during the write leaves the previous checkpoint of that name intact,
     and a failed write is one sentence ("disk full") instead of an OSError traceback."""
 
+    @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if "://" in str(path):  # remote storage (s3://...) keeps fsspec's own transaction; Path() would mangle it
             return super().save_checkpoint(checkpoint, path, storage_options)

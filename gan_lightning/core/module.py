@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
+from typing_extensions import override
 
 from gan_lightning.compress.edits import Edit, EditRecord
 from gan_lightning.compress.profiling import evaluating, parameter_device
@@ -127,10 +128,12 @@ class GANModule(CheckpointedModule, pl.LightningModule):
         with evaluating(g):
             return torch.cat([g(z).float() for z in self.sample_z(n, seed).split(chunk)])
 
+    @override
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.sampling_generator(z)
 
     # ------------------------------------------------------------------ setup
+    @override
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(datamodule, "sample_shape", None) is not None:
@@ -163,6 +166,7 @@ class GANModule(CheckpointedModule, pl.LightningModule):
         finally:
             self.generator.train(modes[0]), self.discriminator.train(modes[1])
 
+    @override
     def configure_optimizers(self):
         def build(params, lr):
             if self.hparams.optimizer == "rmsprop":
@@ -173,6 +177,7 @@ class GANModule(CheckpointedModule, pl.LightningModule):
             self.discriminator.parameters(), self.hparams.lr_d
         )
 
+    @override
     def on_train_start(self) -> None:
         # A resumed optimizer brings the checkpoint's learning rates; the configured ones are
         # what the user asked for (typically lower, after a divergence), so they win, loudly.
@@ -183,6 +188,7 @@ class GANModule(CheckpointedModule, pl.LightningModule):
                     group["lr"] = self.hparams[key]
 
     # ------------------------------------------------------------------ training
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
         for cb in callbacks_with_hook(self.trainer, "transform_real_batch"):
@@ -283,15 +289,18 @@ class GANModule(CheckpointedModule, pl.LightningModule):
             ema_b.copy_(b)
 
     # ------------------------------------------------------------------ validation
+    @override
     def on_validation_epoch_start(self) -> None:
         self._val_real = []
 
+    @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
         kept = sum(r.shape[0] for r in self._val_real)
         if kept < self.hparams.val_num_samples:
             self._val_real.append(real[: self.hparams.val_num_samples - kept].float())
 
+    @override
     def on_validation_epoch_end(self) -> None:
         if not self._val_real:
             return
