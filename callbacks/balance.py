@@ -31,7 +31,6 @@ from typing import Literal, Optional
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
 from callbacks.state import StateContract
@@ -40,6 +39,9 @@ from gan_lightning.compress.pruning import reinitialize
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.errors import ConfigError
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 # The reference for an event that comes before any margin was measured (a checkpoint written
 # before this callback existed, resumed straight into an event): half-way between "cannot tell"
@@ -62,7 +64,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
         judge: which generator changes are judged: ``replaced`` (a new generator trained from
             scratch, the distillation student: where a kept D was measured to collapse it) or
             ``any`` (also structured cuts and low-rank factorizations, which keep most of what
-            the generator learnt: there a restart was measured to cost FID, README).
+            the generator learnt: there a restart was measured to cost FID, docs/balance.md).
         tolerance: how far, as a fraction of the reference's magnitude, the margin after an event
             may exceed the reference before D is restarted (>= 0).
         window: discriminator steps in the running margin before an event (an exponential
@@ -145,14 +147,14 @@ class DiscriminatorBalance(StateContract, GANCallback):
             return  # a smaller discriminator is no threat to the generator
         replaced, self._generator = module.generator is not self._generator, module.generator
         if self.judge == "replaced" and not replaced:
-            return  # a cut or a factorization keeps most of what G had learnt (README: restarting D there cost FID)
+            return  # a cut or a factorization keeps most of what G had learnt (docs/balance.md: restarting D there cost FID)
         reference = self.target_margin
         if reference is None and self._running is not None:
             reference = mean_over_ranks(trainer, module, float(self._running))
         if reference is None:
             reference = UNMEASURED_REFERENCE.get(module.hparams.get("loss"))
         if reference is None:
-            rank_zero_info(
+            log.info(
                 f"balance: the generator changed before any discriminator margin was measured, and --model.loss"
                 f" {module.hparams.get('loss')} has no default one: give --balance.target_margin to judge D against it"
             )
@@ -209,7 +211,7 @@ class DiscriminatorBalance(StateContract, GANCallback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics({"balance/d_reset": float(restarted), "balance/probe_margin": probe}, step=logging_step(trainer))
-        rank_zero_info(
+        log.info(
             f"balance: after the generator changed, D's margin D(real) - D(fake) is {probe:.3g} against {threshold:.3g}"
             f" (before: {self.reference:.3g}): " + ("D overpowers it, so D restarts from fresh weights" if restarted else "D is kept")
         )

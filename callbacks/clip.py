@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pytorch_lightning import Trainer
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
@@ -26,6 +25,9 @@ from callbacks.registry import register
 from gan_lightning.compress.clipping import Parameters, clamp_, clipped_parameters, saturation
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.errors import ConfigError
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 Network = Literal["discriminator", "generator", "both"]
 
@@ -106,7 +108,7 @@ class WeightClipping(GANCallback):
         pl_module.log("compress/clip_saturation", value, on_step=False, on_epoch=True, sync_dist=True)
         if value >= self.warn_saturation and not self.warned:
             self.warned = True
-            rank_zero_warn(
+            log.warning(
                 f"{value:.0%} of the clipped {self.network} values sit at the bound ±{self.clip_value} after epoch"
                 f" {trainer.current_epoch} (--clip.warn_saturation {self.warn_saturation}), so the critic is losing"
                 " capacity: lower --model.lr_d, raise --clip.clip_value, or use the gradient penalty with"

@@ -29,7 +29,6 @@ from typing import Any, Optional
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
@@ -49,6 +48,9 @@ from gan_lightning.distill.losses import OutputLoss, adapter, adapter_key, align
 from gan_lightning.distill.taps import FeatureTaps, TrainingCalls, check_layers, default_feature_layers
 from gan_lightning.distill.teacher import capture_teacher, rebuild_teacher, teacher_record, weights_hash
 from gan_lightning.errors import ConfigError
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 AUXILIARY = "distill"  # the key of the adapters in GANModule.auxiliary
 
@@ -176,7 +178,7 @@ class Distill(StateContract, GANCallback):
 
     def _adopt_teacher(self, teacher: nn.Module, spec, edits: EditRecord, source: str) -> None:
         self.teacher, self.teacher_net = capture_teacher(teacher, spec, edits, source)
-        rank_zero_info(f"distill: teacher from {source} ({sum(p.numel() for p in self.teacher_net.parameters()):,} parameters)")
+        log.info(f"distill: teacher from {source} ({sum(p.numel() for p in self.teacher_net.parameters()):,} parameters)")
 
     # ------------------------------------------------------------------ taps and adapters
     def _attach(self, module) -> None:
@@ -277,7 +279,7 @@ class Distill(StateContract, GANCallback):
         spec = self.replacement.replace(module, previous)
         # "best" now means the best student: the teacher's checkpoints (files kept) would hold the title
         for path in forget_best_checkpoints(trainer):
-            rank_zero_info(f"distill: the best checkpoint so far ({path}) holds the generator before the student; it is kept, and best-* now tracks the student")
+            log.info(f"distill: the best checkpoint so far ({path}) holds the generator before the student; it is kept, and best-* now tracks the student")
         z = torch.zeros(2, module.z_dim, device=module.device)
         student, teacher = network_cost(module.generator, z), network_cost(self.teacher_net, self._teacher_latents(z, self.teacher_net))
         if trainer.is_global_zero:
@@ -285,12 +287,12 @@ class Distill(StateContract, GANCallback):
                 logger.log_metrics({"compress/g_macs": float(student.macs), "compress/g_params": float(student.params)}, step=logging_step(trainer))
         restarts_d = any(getattr(cb, "restarts_discriminator", False) for cb in trainer.callbacks)
         if self.weights["gan_weight"] > 0 and not restarts_d:
-            rank_zero_warn(
+            log.warning(
                 "distill: a student trained from scratch against an already trained discriminator tends to collapse (docs/balance.md:"
                 " FID ~800-1700 and one class on the digits); let the discriminator restart when it overpowers the student"
                 " (the balance control, on in train.py unless --balance.mode off) or train it from the teacher alone with --distill.gan_weight 0"
             )
-        rank_zero_info(
+        log.info(
             f"distill: epoch {trainer.current_epoch}: the generator is now the student {spec['class_path']}({spec['init_args']}):"
             f" {student.macs / 1e6:.3f}M MACs/sample, {teacher.macs / max(student.macs, 1):.2f}x fewer than the teacher's;"
             f" {student.params:,} parameters (teacher {teacher.params:,})"

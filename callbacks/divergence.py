@@ -7,12 +7,14 @@ from typing import Any, Optional
 
 import torch
 from pytorch_lightning import Callback
-from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from typing_extensions import override
 
 from gan_lightning.core.module import DIVERGENCE_ADVICE
 from gan_lightning.errors import NonFiniteLossError
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 
 def state_tensors(module, optimizers) -> dict[str, torch.Tensor]:
@@ -126,7 +128,7 @@ class DivergenceGuard(Callback):
         peak = float(largest.max())
         if peak > self.explode_at and not self._warned:
             self._warned = True
-            rank_zero_warn(
+            log.warning(
                 f"training is exploding: {names[int(largest.argmax())]} reached {peak:.3g} at epoch {trainer.current_epoch}, step"
                 f" {trainer.global_step}; it will stop when a value becomes non-finite: {DIVERGENCE_ADVICE}"
             )

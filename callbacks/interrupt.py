@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Optional
 
 from pytorch_lightning import Callback
-from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from gan_lightning.errors import RunStopped, TrainingInterrupted
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 
 def resume_command(argv: list[str], ckpt_path: Path) -> str:
@@ -97,11 +99,11 @@ class InterruptCheckpoint(Callback):
                 try:
                     restored = restore(trainer, pl_module, exception) or restored
                 except Exception as exc:  # the original error matters more; save the run as it is
-                    rank_zero_warn(f"could not restore the last finite state: {exc}")
+                    log.warning(f"could not restore the last finite state: {exc}")
         try:
             trainer.save_checkpoint(self.ckpt_path)
         except Exception as exc:  # the original error matters more than this one
-            rank_zero_warn(f"could not write the rescue checkpoint {self.ckpt_path}: {str(exc).splitlines()[0][:200]}")
+            log.warning(f"could not write the rescue checkpoint {self.ckpt_path}: {str(exc).splitlines()[0][:200]}")
             return
         rescue = f"{restored or 'the run as it stopped'} is saved to {self.ckpt_path}"
         resume = resume_command(self.argv, self.ckpt_path) if self.argv is not None else f"--ckpt_path {self.ckpt_path}"

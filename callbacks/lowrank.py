@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from pytorch_lightning import Trainer
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from callbacks.compression import CompressionCallback, QualityMetric, quality_change, report_event, summary_key
@@ -31,6 +30,9 @@ from gan_lightning.core.hooks import architecture_changed
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
 from gan_lightning.errors import ConfigError
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 SCOPE = {"generator": "the generator", "discriminator": "the discriminator", "both": "the generator or discriminator"}
 
@@ -187,7 +189,7 @@ class LowRankFactorization(CompressionCallback):
         self.ranks = ranks
         self.done = True
         if not ranks:
-            rank_zero_warn(
+            log.warning(
                 f"lowrank: no layer of {self.scope_text} gets cheaper at rank_mode {self.rank_mode},"
                 f" rank_value {self.rank_value}; nothing was factorized"
             )
@@ -212,7 +214,7 @@ class LowRankFactorization(CompressionCallback):
             for logger in trainer.loggers:
                 logger.log_metrics(extra, step=logging_step(trainer))
         first = self.reported(module)[0]
-        rank_zero_info(
+        log.info(
             f"lowrank: epoch {trainer.current_epoch}: {len(ranks)} layer(s) factorized ({', '.join(f'{k} r={r}' for k, r in ranks.items()) or 'none'}):"
             f" {first} {summary[summary_key(first, 'macs')] / 1e6:.3f}M MACs/sample, {summary[summary_key(first, 'params')]:.0f} parameters,"
             f" latency x{summary['compress/speedup']:.2f}{quality_change(summary, self.metric_name)}"

@@ -12,18 +12,20 @@ silent. Logged at every measurement after an event: ``compress/modes_lost`` (ref
 from __future__ import annotations
 
 from pytorch_lightning import Trainer
-from pytorch_lightning.utilities import rank_zero_warn
 from typing_extensions import override
 
 from callbacks.fidelity import measured_modes
 from callbacks.state import StateContract
 from callbacks.target import target_of
 from gan_lightning.core.hooks import GANCallback
+from gan_lightning.logs import get_logger
 
-ADVICE = (
-    "restart the discriminator after cuts too (--balance.judge any), prune the discriminator as well (--prune.discriminator_amount),"
-    " compress less at once (--prune.schedule iterative or dynamic), or add --callbacks distill"
-)
+log = get_logger(__name__)
+
+ADVICE = [
+    "restart the discriminator after cuts too (--balance.judge any)", "prune the discriminator as well (--prune.discriminator_amount)",
+    "compress less at once (--prune.schedule iterative or dynamic)",
+]
 
 
 class ModeCollapseWatch(StateContract, GANCallback):
@@ -57,19 +59,21 @@ class ModeCollapseWatch(StateContract, GANCallback):
         pl_module.log("compress/modes_lost", max(self.reference - modes, 0.0))
         recent = self.after[-self.patience:]
         if len(recent) == self.patience and all(m < self.reference for m in recent):
-            self._warn(f"in the last {self.patience} measurements")
+            self._warn(trainer, f"in the last {self.patience} measurements")
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module) -> None:
         if self.event_epoch is not None and self.reference is not None and self.after and self.after[-1] < self.reference:
-            self._warn("when training ended")
+            self._warn(trainer, "when training ended")
 
-    def _warn(self, when: str) -> None:
+    def _warn(self, trainer: Trainer, when: str) -> None:
         if self.warned:
             return
         self.warned = True
         history = ", ".join(f"{m:g}" for m in self.after)
-        rank_zero_warn(
+        distilling = any(getattr(cb, "option_group", None) == "distill" for cb in trainer.callbacks)
+        advice = ADVICE + ([] if distilling else ["add --callbacks distill"])
+        log.warning(
             f"mode collapse: the generator covered {self.reference:g} modes (val/modes) before the compression event at epoch"
-            f" {self.event_epoch}, and {history} since, still fewer {when}: {ADVICE}"
+            f" {self.event_epoch}, and {history} since, still fewer {when}: {', '.join(advice[:-1])}, or {advice[-1]}"
         )

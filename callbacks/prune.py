@@ -18,7 +18,6 @@ from typing import Any, Literal, Optional
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
 from callbacks.compression import (
@@ -49,6 +48,9 @@ from gan_lightning.compress.selection import Ranking
 from gan_lightning.compress.surgery import trace
 from gan_lightning.core.hooks import architecture_changed
 from gan_lightning.core.lightning_private import logging_step
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 
 @register("prune")
@@ -75,7 +77,7 @@ class Prune(CompressionCallback):
             across layers; structured scores are divided by their layer's mean first).
         round_to: structured: each pruned layer keeps a multiple of this many units (the nearest
             one, never more than it has): CPU kernels work in blocks of 8/16 channels, so 14
-            channels run about as slowly as 16 (see README, deployment latency). 1: no rounding.
+            channels run about as slowly as 16 (see benchmarks/README.md, deployment latency). 1: no rounding.
         skip_layers: layers never pruned, as ``generator.<name>``/``discriminator.<name>``
             (``<attribute>.<name>`` with ``networks``); default: each network's output layer.
         schedule: ``oneshot``, ``iterative``, ``gradual`` or ``dynamic`` (see the module docs).
@@ -269,7 +271,7 @@ class Prune(CompressionCallback):
         """From the final event on, "best" means the best *compressed* model: the denser
         networks before it would otherwise keep the title. Their files stay on disk."""
         for path in forget_best_checkpoints(trainer):
-            rank_zero_info(f"prune: the best checkpoint so far ({path}) predates the final pruning event; it is kept, and best-* now tracks the pruned model")
+            log.info(f"prune: the best checkpoint so far ({path}) predates the final pruning event; it is kept, and best-* now tracks the pruned model")
 
     def _report(self, trainer: Trainer, module, before, after_metric: Optional[float] = None) -> dict[str, float]:
         summary = report_event(
@@ -277,7 +279,7 @@ class Prune(CompressionCallback):
             self.fidelity, self.options.latency_batch, self.history, after_metric=after_metric,
         )
         first = self.reported(module)[0]
-        rank_zero_info(
+        log.info(
             f"prune: event {self.next_event + 1} at epoch {trainer.current_epoch}: {first} sparsity"
             f" {summary['compress/sparsity']:.1%}, {summary[summary_key(first, 'macs')]:,.0f} MACs/sample,"
             f" latency x{summary['compress/speedup']:.2f}{quality_change(summary, self.metric_name)}"
@@ -361,4 +363,4 @@ class Prune(CompressionCallback):
         self._forget_dense_best(trainer)
         rolled_back = EventRow(f"dynamic-{self.next_event + 1}-rolled-back", trainer.current_epoch, logging_step(trainer), metric=self.metric_name, metric_after=round(value, 4))
         self.history.append(rolled_back.as_row())
-        rank_zero_info(f"prune: dynamic step {self.next_event + 1} rolled back ({reason}); pruning stops")
+        log.info(f"prune: dynamic step {self.next_event + 1} rolled back ({reason}); pruning stops")

@@ -28,7 +28,6 @@ from typing import Any, Callable, Literal, Optional
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 from tqdm.auto import tqdm
 
@@ -37,6 +36,9 @@ from gan_lightning.core.hooks import GANCallback
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import CheckpointError, ConfigError
 from gan_lightning.synth.vae import VAE, VAESettings, cached_vae, load_vae, make_vae
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 Mode = Literal["replace", "append", "fake", "none"]
 Schedule = Literal["constant", "linear", "cosine"]
@@ -187,7 +189,7 @@ class VAEAugmentation(GANCallback):
         for logger in trainer.loggers:
             for epoch, values in enumerate(zip(record["elbo"], record["recon"], record["kl"])):
                 logger.log_metrics({"vae/elbo": values[0], "vae/recon": values[1], "vae/kl": values[2], "vae/epoch": epoch}, step=epoch)
-        rank_zero_info(
+        log.info(
             f"VAE {'from the cache' if hit else 'trained'}: {len(record['elbo'])} epochs on {record['num_train']} samples,"
             f" ELBO {record['elbo'][0]:.1f} -> {record['elbo'][-1]:.1f} nats/sample; {path}"
         )

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from torchvision import transforms
 from typing_extensions import override
@@ -15,6 +14,9 @@ from typing_extensions import override
 from datamodules.base import GANDataModule, seeded_split
 from datamodules.image_decoding import read_image
 from gan_lightning.errors import ConfigError, DataError
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -39,7 +41,7 @@ def label_images(root: Path, paths: list[Path]) -> tuple[list[int], list[str]]:
     tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths]
     if None in tops:
         if any(t is not None for t in tops):
-            rank_zero_warn(
+            log.warning(
                 f"{root} holds images both directly and in subfolders, so the subfolders are not used as labels."
             )
         return [0] * len(paths), []

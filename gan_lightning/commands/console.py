@@ -9,11 +9,38 @@ a file): that is the user's disk, not a bug. Anything else is a bug and keeps it
 from __future__ import annotations
 
 import errno
+import logging
 import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 from gan_lightning.errors import GANLightningError
+from gan_lightning.logs import ROOTS
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment (a test's capture, a redirected stream), not to
+    the one there was when the handler was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def print_library_messages() -> None:
+    """A command prints what the library logs at INFO and above (``gan_lightning.logs``), one
+    line per message as Lightning prints its own; the loggers still propagate, so an
+    application's own logging configuration sees them too."""
+    for name in ROOTS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _Stderr) for h in logger.handlers):
+            logger.addHandler(_Stderr())
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
 
 
 def user_error(exc: Optional[BaseException]) -> Optional[GANLightningError]:
@@ -72,6 +99,7 @@ def run(command: Callable[[], None], also: tuple[type[BaseException], ...] = ())
     """Run ``command``; return 0, or 2 after printing ``error: <sentence>`` for a user error
     (``also``: further exception types printed the same way, e.g. Lightning's refusals); an
     error with an ``exit_status`` (a run stopped by a signal: 128 + its number) returns that."""
+    print_library_messages()
     try:
         command()
     except Exception as exc:

@@ -162,7 +162,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--dense", action="store_true", help="compact format: store every tensor dense (for comparison)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out and its card if they exist")
     parser.add_argument("--inference_rewrite", action="store_true",
-                        help="torchscript/onnx: fold BatchNorm and put the image layer in sub-pixel form (exact; speed varies, see README)")
+                        help="torchscript/onnx: fold BatchNorm and put the image layer in sub-pixel form (exact; speed varies, see docs/deploy.md)")
     add_allow_class_flag(parser)
     args = parser.parse_args(argv)
     allow_classes(args.allow_class)

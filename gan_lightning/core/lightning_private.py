@@ -1,7 +1,7 @@
 """Every place where gan-lightning reaches into Lightning's private API, in one module.
 
-Each function says what public API was tried first and why it was not enough; the README's
-developer section lists them. Upgrading Lightning means re-checking this file (and the
+Each function says what public API was tried first and why it was not enough; the developer notes
+(docs/developer.md) list them. Upgrading Lightning means re-checking this file (and the
 private methods GANLightningCLI overrides, listed there too).
 """
 
@@ -10,7 +10,10 @@ from __future__ import annotations
 from pytorch_lightning import Trainer
 from pytorch_lightning.core.mixins.hparams_mixin import _given_hyperparameters
 from pytorch_lightning.strategies import DDPStrategy, Strategy
-from pytorch_lightning.utilities import rank_zero_info
+
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 
 def built_by_cli() -> bool:
@@ -27,7 +30,7 @@ def find_unused_parameters(strategy: Strategy) -> None:
     wraps the model after ``setup()``, so this is the last point where it can be set for them."""
     if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
         strategy._ddp_kwargs["find_unused_parameters"] = True
-        rank_zero_info("GANModule: DDP set to find_unused_parameters=True (D and G steps use disjoint parameters).")
+        log.info("GANModule: DDP set to find_unused_parameters=True (D and G steps use disjoint parameters).")
 
 
 def logging_step(trainer: Trainer) -> int:

@@ -7,7 +7,6 @@ from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
@@ -19,6 +18,9 @@ from gan_lightning.core.losses import LossName, get_loss, gradient_penalty, r1_p
 from gan_lightning.core.module_checkpoints import CheckpointedModule
 from gan_lightning.errors import ConfigError, NonFiniteLossError
 from gan_lightning.quality.swd import sliced_wasserstein
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 DIVERGENCE_ADVICE = "lower --model.lr_g/--model.lr_d, add --model.gp_weight, or try --model.loss hinge"
 
@@ -184,7 +186,7 @@ class GANModule(CheckpointedModule, pl.LightningModule):
         for optimizer, key in zip(self.trainer.optimizers, ("lr_g", "lr_d")):
             for group in optimizer.param_groups:
                 if group["lr"] != self.hparams[key]:
-                    rank_zero_info(f"--model.{key} {self.hparams[key]} replaces the checkpoint's learning rate {group['lr']}")
+                    log.info(f"--model.{key} {self.hparams[key]} replaces the checkpoint's learning rate {group['lr']}")
                     group["lr"] = self.hparams[key]
 
     # ------------------------------------------------------------------ training

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from pytorch_lightning.utilities import rank_zero_info
 
 from gan_lightning.class_paths import check_class_path, class_paths_in
 from gan_lightning.compress.edits import EditRecord, install_network
@@ -16,6 +15,9 @@ from gan_lightning.compress.pruning import example_input
 from gan_lightning.core.checkpoint import read_checkpoint, state_dict_mismatches
 from gan_lightning.core.hooks import callbacks_with_hook
 from gan_lightning.errors import CheckpointError
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 
 class CheckpointedModule:
@@ -42,7 +44,7 @@ class CheckpointedModule:
         saved_ema = any(k.startswith("generator_ema.") for k in state)
         if self.generator_ema is not None and not saved_ema:
             state.update({"generator_ema." + k[len("generator.") :]: v.clone() for k, v in list(state.items()) if k.startswith("generator.")})
-            rank_zero_info("The checkpoint has no EMA generator: the EMA starts from its generator.")
+            log.info("The checkpoint has no EMA generator: the EMA starts from its generator.")
         elif self.generator_ema is None and saved_ema:
             decay = checkpoint.get("hyper_parameters", {}).get("ema_decay")
             return f"the checkpoint holds an EMA generator but --model.ema_decay is null: resume with --model.ema_decay {decay}"

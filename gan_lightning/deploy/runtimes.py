@@ -47,7 +47,7 @@ def onnx_modules():
 @contextmanager
 def _quiet_exporters() -> Iterator[None]:
     # torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated; they are
-    # chosen on purpose (see README), and the warnings would bury the export's own report.
+    # chosen on purpose (see docs/deploy.md), and the warnings would bury the export's own report.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)

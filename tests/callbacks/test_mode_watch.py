@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
+import re
 from types import SimpleNamespace
-
-import pytest
 
 from callbacks.fidelity import FidelityEvaluation
 from callbacks.mode_watch import ModeCollapseWatch
@@ -35,54 +34,51 @@ class Run:
         self.watch.on_fit_end(self.trainer, self.module)
 
 
-def collapse_warnings(caught) -> list[str]:
-    return [str(w.message) for w in caught if "mode collapse" in str(w.message)]
+def collapse_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "mode collapse" in r.getMessage()]
 
 
-def test_a_collapse_that_does_not_recover_is_reported_once_with_its_numbers():
+def test_a_collapse_that_does_not_recover_is_reported_once_with_its_numbers(caplog):
     run = Run(ModeCollapseWatch(patience=2))
     run.epochs(9, 10, 10)
     run.event()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.WARNING):
         run.epochs(3, 2, 1, 1)
         run.end()
-    messages = collapse_warnings(caught)
+    messages = collapse_warnings(caplog)
     assert len(messages) == 1
     assert "covered 10 modes" in messages[0] and "epoch 3" in messages[0] and "3, 2" in messages[0] and "--balance" in messages[0]
     assert run.logged == [7, 8, 9, 9]  # compress/modes_lost at every measurement after the event
 
 
-def test_a_healthy_event_and_a_dip_that_recovers_stay_silent():
+def test_a_healthy_event_and_a_dip_that_recovers_stay_silent(caplog):
     run = Run(ModeCollapseWatch(patience=2))
     run.epochs(10, 10)
     run.event()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.WARNING):
         run.epochs(8, 10, 9, 10, 10)  # never two low measurements in a row, and all back at the end
         run.end()
-    assert collapse_warnings(caught) == []
+    assert collapse_warnings(caplog) == []
 
 
-def test_ending_below_the_reference_is_reported_even_within_patience():
+def test_ending_below_the_reference_is_reported_even_within_patience(caplog):
     run = Run(ModeCollapseWatch(patience=3))
     run.epochs(10)
     run.event()
     run.epochs(10, 4)
-    with pytest.warns(UserWarning, match="mode collapse.*when training ended"):
-        run.end()
+    run.end()
+    assert len(collapse_warnings(caplog)) == 1 and "when training ended" in collapse_warnings(caplog)[0]
 
 
-def test_no_event_means_no_warning_whatever_the_modes_do():
+def test_no_event_means_no_warning_whatever_the_modes_do(caplog):
     run = Run(ModeCollapseWatch())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.WARNING):
         run.epochs(10, 2, 1, 1)
         run.end()
-    assert collapse_warnings(caught) == [] and run.logged == []
+    assert collapse_warnings(caplog) == [] and run.logged == []
 
 
-def test_the_reference_and_history_survive_resume():
+def test_the_reference_and_history_survive_resume(caplog):
     run = Run(ModeCollapseWatch(patience=2))
     run.epochs(10)
     run.event()
@@ -90,5 +86,19 @@ def test_the_reference_and_history_survive_resume():
     resumed = Run(ModeCollapseWatch(patience=2))
     resumed.watch.load_state_dict(run.watch.state_dict())
     resumed.trainer.current_epoch = run.trainer.current_epoch
-    with pytest.warns(UserWarning, match="covered 10 modes.*4, 3"):
-        resumed.epochs(3)  # the second low measurement in a row, across the resume
+    resumed.epochs(3)  # the second low measurement in a row, across the resume
+    assert len(collapse_warnings(caplog)) == 1 and re.search("covered 10 modes.*4, 3", collapse_warnings(caplog)[0])
+
+
+def test_the_advice_suggests_distillation_only_to_a_run_without_it(caplog):
+    from callbacks.distill import Distill
+
+    for callbacks, suggested in (([], True), ([Distill()], False)):
+        caplog.clear()
+        run = Run(ModeCollapseWatch(patience=2))
+        run.trainer.callbacks += callbacks
+        run.epochs(10)
+        run.event()
+        run.epochs(4, 3)
+        assert len(collapse_warnings(caplog)) == 1
+        assert ("--callbacks distill" in collapse_warnings(caplog)[0]) is suggested
