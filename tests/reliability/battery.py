@@ -21,6 +21,7 @@ COMMANDS = {
     "export": "gan_lightning.commands.export",
     "evaluate": "gan_lightning.commands.evaluate",
     "generate": "gan_lightning.commands.generate",
+    "synthesize": "gan_lightning.commands.synthesize",
 }
 
 
