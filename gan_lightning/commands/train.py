@@ -23,6 +23,7 @@ from typing_extensions import override
 import callbacks  # noqa: F401  (importing the package registers every plug-in callback)
 from callbacks.balance import DiscriminatorBalance
 from callbacks.divergence import DivergenceGuard
+from callbacks.folder_lock import CheckpointFolderLock
 from callbacks.fidelity import FidelityEvaluation
 from callbacks.interrupt import InterruptCheckpoint
 from callbacks.layer_table import LayerTable
@@ -33,6 +34,7 @@ from datamodules.base import GANDataModule
 from gan_lightning.class_paths import allow_classes
 from gan_lightning.commands.config_files import check_config_args
 from gan_lightning.commands.console import run
+from gan_lightning.commands.parser import GANArgumentParser
 from gan_lightning.commands.presets import preset_path
 from gan_lightning.commands.resume_checks import PlugInRecord, check_resumed_plug_ins, continue_run_folder, refuse_replacing_checkpoints
 from gan_lightning.core.checkpoint import AtomicCheckpointIO, read_checkpoint
@@ -81,6 +83,7 @@ class GANLightningCLI(LightningCLI):
             datamodule_class=GANDataModule,
             subclass_mode_data=True,
             save_config_callback=SaveRunConfig,
+            parser_class=GANArgumentParser,
             save_config_kwargs={"save_to_log_dir": False},
             trainer_defaults={"callbacks": [InterruptCheckpoint(), DivergenceGuard(), LayerTable(), ModeCollapseWatch()]},
             parser_kwargs={sub: dict(defaults) for sub in SUBCOMMANDS},
@@ -210,9 +213,14 @@ class GANLightningCLI(LightningCLI):
 
     @override
     def _run_subcommand(self, subcommand: str) -> None:
-        # here, not in after_instantiate_classes: only a CLI that runs may start a W&B run
-        start_wandb_or_go_offline(self.trainer, self._run_config)
-        super()._run_subcommand(subcommand)
+        if subcommand == "fit":  # before W&B resumes the run and the config is saved: a refused run touches neither
+            self.folder_lock.lock_configured(self.trainer)
+        try:
+            # here, not in after_instantiate_classes: only a CLI that runs may start a W&B run
+            start_wandb_or_go_offline(self.trainer, self._run_config)
+            super()._run_subcommand(subcommand)
+        finally:
+            self.folder_lock.release()  # also when the run failed before Lightning's hooks ran
 
     def _configure_wandb(self, cfg: Namespace) -> None:
         run = describe_run(
@@ -236,7 +244,8 @@ class GANLightningCLI(LightningCLI):
         if trainer_config.get("enable_checkpointing") is False:
             # Lightning refuses a ModelCheckpoint when checkpointing is off; ours is a default, not the user's.
             extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
-        trainer = self._instantiate_trainer(trainer_config, extra + plug_ins + [PlugInRecord(self.plug_in_options)])
+        self.folder_lock = CheckpointFolderLock()  # one writer per checkpoint folder
+        trainer = self._instantiate_trainer(trainer_config, [self.folder_lock, *extra, *plug_ins, PlugInRecord(self.plug_in_options)])
         for cb in trainer.callbacks:
             if isinstance(cb, InterruptCheckpoint):
                 cb.argv = self.argv

@@ -1,0 +1,54 @@
+"""Battery: option values, on the command line and in YAML: Lightning's count-or-fraction
+options keep their type, a compression that would empty a layer keeps a floor, and every wrong
+value is one sentence before a run folder exists."""
+
+from __future__ import annotations
+
+import csv
+
+from tests.reliability.battery import Case
+from tests.reliability.cases_cli import tiny
+
+CATEGORY = "option values"
+QUICK = ("--checkpoint.monitor", "null", "--metrics.every_n_epochs", "0")
+
+
+def _steps(ws) -> int:
+    import torch
+
+    last = next((ws.dir / "runs").rglob("last.ckpt"))
+    return torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+
+
+def trained_one_batch(ws) -> None:
+    # manual optimization counts a D and a G step per batch
+    assert _steps(ws) == 2, f"trained {_steps(ws) // 2} batches, not 1"
+
+
+def trained_every_batch(ws) -> None:
+    assert _steps(ws) == 6, f"trained {_steps(ws) // 2} batches, not the 3 of tests/tiny.yaml"
+
+
+def validated_after_every_batch(ws) -> None:
+    rows = list(csv.DictReader(next((ws.dir / "runs").rglob("metrics.csv")).open()))
+    validations = [row for row in rows if row.get("val/swd")]
+    assert len(validations) == 3, f"validated {len(validations)} times in 3 batches"
+
+
+def _yaml_limit(ws) -> list[str]:
+    config = ws.path("one_batch.yaml")
+    config.write_text("trainer:\n  limit_train_batches: 1\n")
+    return tiny(ws, *QUICK, "--config", str(config))
+
+
+CASES = [
+    Case("limit-train-batches-int-one", CATEGORY, "train", lambda ws: tiny(ws, *QUICK, "--trainer.limit_train_batches", "1"), r"", rc=0,
+         check=trained_one_batch),
+    Case("limit-train-batches-yaml-one", CATEGORY, "train", _yaml_limit, r"", rc=0, check=trained_one_batch),
+    Case("limit-train-batches-float-one", CATEGORY, "train",
+         lambda ws: tiny(ws, *QUICK, "--trainer.limit_train_batches", "1.0", "--data.init_args.train_fraction", "0.03"), r"", rc=0,
+         check=trained_every_batch),
+    Case("val-check-interval-int", CATEGORY, "train",
+         lambda ws: tiny(ws, *QUICK, "--trainer.val_check_interval", "1", "--trainer.num_sanity_val_steps", "0"), r"", rc=0,
+         check=validated_after_every_batch),
+]
