@@ -13,6 +13,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from callbacks.stop_deadline import StopDeadline, StopTimedOut, stop_timeout
 from gan_lightning.errors import RunStopped, TrainingInterrupted
 from gan_lightning.logs import get_logger
 
@@ -40,7 +41,9 @@ class InterruptCheckpoint(Callback):
     - SIGINT (Ctrl-C) and SIGTERM (a scheduler's preemption) stop training at the next batch
       boundary, never between the D and the G step, so the resumed run continues exactly
       where this one stopped; the process exits with 128 + the signal number, as schedulers
-      expect of a job that did not finish. A second Ctrl-C stops at once.
+      expect of a job that did not finish. A second Ctrl-C stops at once. When no batch
+      boundary comes within ``GAN_LIGHTNING_STOP_TIMEOUT`` seconds (callbacks.stop_deadline),
+      the run stops anyway, naming the newest checkpoint it already has.
     - On a divergence, callbacks that keep the last finite state (callbacks.divergence) put
       it back first, so the file holds weights that can be resumed.
 
@@ -53,21 +56,50 @@ class InterruptCheckpoint(Callback):
         self.ckpt_path: Optional[Path] = None
         self.argv: Optional[list[str]] = None  # set by train.py, for the resume command
         self._signal: Optional[int] = None
-        self._previous_sigint = None
+        self._previous_sigint = self._previous_sigterm = None
+        self._deadline: Optional[StopDeadline] = None
 
     @override
     def on_train_start(self, trainer, pl_module) -> None:
         folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
         self.ckpt_path = Path(folder or trainer.default_root_dir) / self.filename
         self._signal = None
+        self._deadline = StopDeadline(self._timed_out, stop_timeout())
         if threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+            # Lightning's handler (installed before this hook) only notes SIGTERM for the next boundary.
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigint(self, signum, frame) -> None:
+        self._deadline.check()
         if self._signal is not None:
             raise KeyboardInterrupt
         self._signal = signal.SIGINT
         print("\nCtrl-C: stopping after this batch with a checkpoint (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        self._deadline.start(signum)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._deadline.check()
+        if callable(self._previous_sigterm):
+            self._previous_sigterm(signum, frame)
+        self._deadline.start(signum)
+
+    def _timed_out(self, signum: int) -> StopTimedOut:
+        """The sentence of a stop that found no batch boundary in time, naming the newest checkpoint."""
+        error = StopTimedOut(
+            f"training stopped by {signal.Signals(signum).name} without a new checkpoint, because no batch boundary came within "
+            f"{self._deadline.seconds:g} s of the signal (a batch is blocked, e.g. reading a file; GAN_LIGHTNING_STOP_TIMEOUT sets the wait)",
+            signum,
+        )
+        folder = self.ckpt_path.parent if self.ckpt_path is not None else None
+        found = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder is not None and folder.is_dir() else []
+        if found:
+            newest = max(found, key=lambda p: p.stat().st_mtime)
+            error.rescue = f"the newest checkpoint is {newest}"
+            error.resume = resume_command(self.argv, newest) if self.argv is not None else f"--ckpt_path {newest}"
+        else:
+            error.rescue = "no checkpoint had been written yet"
+        return error
 
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -78,6 +110,7 @@ class InterruptCheckpoint(Callback):
             stop = trainer.strategy.reduce_boolean_decision(signum is not None, all=False)
             signum = signum or (signal.SIGTERM if stop else None)
         if signum is not None:
+            self._deadline.cancel()  # the stop landed in time
             raise TrainingInterrupted(
                 f"training stopped by {signal.Signals(signum).name} after epoch {trainer.current_epoch}, batch {batch_idx}"
                 f" (step {trainer.global_step})", signum
@@ -85,13 +118,20 @@ class InterruptCheckpoint(Callback):
 
     @override
     def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+        if self._previous_sigterm is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self._previous_sigterm = None
 
     @override
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self.ckpt_path is None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.ckpt_path is None or isinstance(exception, StopTimedOut):
             return
         restored = None
         for cb in trainer.callbacks:  # e.g. callbacks.divergence: the last finite state

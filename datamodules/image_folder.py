@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -12,6 +11,7 @@ from torchvision import transforms
 from typing_extensions import override
 
 from datamodules.base import GANDataModule, seeded_split
+from datamodules.folder_scan import FolderScan, scan_folder
 from datamodules.image_decoding import read_image
 from gan_lightning.errors import ConfigError, DataError
 from gan_lightning.logs import get_logger
@@ -21,22 +21,18 @@ log = get_logger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def find_images(root: Path) -> list[Path]:
-    """Image files under ``root``, recursively, in a sorted (hence reproducible) order."""
-    found = []
-    # followlinks: data folders are often symlinks to a larger disk.
-    for folder, subfolders, files in os.walk(root, followlinks=True):
-        # Hidden entries are skipped: macOS "._x.jpg" resource forks and .ipynb_checkpoints
-        # carry image extensions but are not images.
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        found += [Path(folder) / f for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found)
+def scan_images(root: Path, follow_links: bool = False) -> FolderScan:
+    """Image files under ``root``, recursively, each real file once, in a sorted (hence
+    reproducible) order (see :func:`datamodules.folder_scan.scan_folder`)."""
+    return scan_folder(root, lambda name: name.lower().endswith(IMAGE_EXTENSIONS), follow_links)
 
 
-def label_images(root: Path, paths: list[Path]) -> tuple[list[int], list[str]]:
+def label_images(root: Path, paths: list[Path], folders: Optional[Sequence[str]] = None) -> tuple[list[int], list[str]]:
     """Label each image by the index of its first-level subfolder among all of them (sorted names).
 
     With any image lying directly in ``root`` the folder is treated as unlabelled (all 0).
+    ``folders``: the first-level subfolders the scan walked (a second link to one of them is
+    not a class of its own); all of them when not given.
     """
     tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths]
     if None in tops:
@@ -47,7 +43,9 @@ def label_images(root: Path, paths: list[Path]) -> tuple[list[int], list[str]]:
         return [0] * len(paths), []
     # Every first-level subfolder is a class, empty ones included (as torchvision's ImageFolder
     # does): a synthetic dataset with no sample of one class keeps the other labels in place.
-    classes = sorted({*tops, *(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))})
+    if folders is None:
+        folders = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    classes = sorted({*tops, *folders})
     index = {name: i for i, name in enumerate(classes)}
     return [index[t] for t in tops], classes
 
@@ -89,9 +87,11 @@ class ImageFolderDataModule(GANDataModule):
         image_size: side of the square images.
         channels: 1 (greyscale) or 3 (RGB); images are converted to it (16-bit images are
             scaled to 8 bits, transparent pixels are shown on white).
+        follow_links: also read links that lead outside ``root`` (links inside it are always
+            read, each real file once).
     """
 
-    def __init__(self, root: str, image_size: int = 64, channels: int = 3, **kwargs) -> None:
+    def __init__(self, root: str, image_size: int = 64, channels: int = 3, follow_links: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if image_size < 1:
             raise ConfigError(f"--data.image_size must be >= 1, got {image_size}")
@@ -100,6 +100,7 @@ class ImageFolderDataModule(GANDataModule):
         self.root = root
         self.image_size = image_size
         self.channels = channels
+        self.follow_links = follow_links
         self.sample_shape = (channels, image_size, image_size)
         # Scanned here, not in setup, so a wrong --data.root fails before any model is built
         # and num_classes is known to whoever builds a conditional model.
@@ -112,13 +113,14 @@ class ImageFolderDataModule(GANDataModule):
             raise DataError(f"--data.root {root} is a file; give the folder that holds the images.")
         if not root.is_dir():
             raise DataError(f"The image folder {root} given by --data.root does not exist.")
-        paths = find_images(root)
+        scan = scan_images(root, self.follow_links)
+        paths = scan.files
         if len(paths) < 2:
             raise DataError(
                 f"The image folder {root} given by --data.root holds {len(paths)} images "
                 f"({', '.join(IMAGE_EXTENSIONS)}), and at least 2 are needed to split off validation."
             )
-        labels, classes = label_images(root, paths)
+        labels, classes = label_images(root, paths, scan.folders)
         return paths, labels, classes
 
     @override

@@ -1,0 +1,48 @@
+"""A datamodule for the battery whose training batch never comes: what a read from a hung network
+disk (or a named pipe) does to a run that a scheduler then stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from typing_extensions import override
+
+from datamodules.digits import DigitsDataModule
+
+
+class _Stalling(Dataset):
+    def __init__(self, data: Dataset, stall_at_sample: int, seconds: float, mark: str) -> None:
+        self.data, self.stall_at_sample, self.seconds, self.mark = data, stall_at_sample, seconds, mark
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        self.reads += 1
+        if self.reads == self.stall_at_sample:
+            # The scheduler's SIGTERM arrives while this read hangs; the mark says when, so a
+            # check can measure how long the stop took to land.
+            Path(self.mark).write_text(str(time.time()))
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(self.seconds)
+        return self.data[index]
+
+
+class StalledDigits(DigitsDataModule):
+    """The digits, but reading training batch ``stall_batch`` (counted from 0 over all epochs)
+    sends this process SIGTERM and then hangs for ``stall_seconds``; ``mark`` receives the time
+    of the signal."""
+
+    def __init__(self, stall_batch: int = 4, stall_seconds: float = 45.0, mark: str = "sigterm_sent", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.stall_batch, self.stall_seconds, self.mark = stall_batch, stall_seconds, mark
+
+    @override
+    def load_splits(self) -> tuple[Dataset, Dataset]:
+        train, val = super().load_splits()
+        return _Stalling(train, self.stall_batch * self.batch_size + 1, self.stall_seconds, self.mark), val
