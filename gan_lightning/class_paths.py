@@ -35,13 +35,14 @@ def allowed_classes() -> frozenset[str]:
     return PROJECT_NETWORKS | _allowed_by_code | from_env
 
 
-def check_class_path(class_path: Any, source: str) -> str:
-    """``class_path`` if it may be imported, else one sentence naming ``source`` and the class."""
-    if isinstance(class_path, str) and class_path in allowed_classes():
+def check_class_path(class_path: Any, source: str, also: Iterable[str] = (), kind: str = "networks") -> str:
+    """``class_path`` if it may be imported, else one sentence naming ``source`` and the class.
+    ``also``: further classes of the project allowed where the file names them (``kind``: what they are)."""
+    if isinstance(class_path, str) and (class_path in allowed_classes() or class_path in also):
         return class_path
     raise CheckpointError(
         f"{source} names the class {class_path!r}, which is not on the allow-list of classes loaded from files"
-        f" (the project's networks, plus --allow_class / {ENV}); it was not imported: if you trust this file,"
+        f" (the project's {kind}, plus --allow_class / {ENV}); it was not imported: if you trust this file,"
         f" pass --allow_class {class_path} (or set {ENV}={class_path})"
     )
 

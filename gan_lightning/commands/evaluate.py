@@ -25,13 +25,16 @@ from jsonargparse import ArgumentParser
 from callbacks.fidelity import FidelityEvaluation
 from datamodules.base import GANDataModule
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
+from gan_lightning.commands.config_classes import check_data_section
 from gan_lightning.commands.config_files import read_yaml
 from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import ConfigError
+from gan_lightning.files import write_atomically
 from gan_lightning.quality.evaluation import REAL_SPLITS, check_metrics_setup, check_real_split, evaluate_generator
 from gan_lightning.quality.features import domain_cache_dir, domain_classifier
+from gan_lightning.quality.inception_file import verify_inception_weights
 
 
 def run_config(path: Path) -> dict:
@@ -40,6 +43,7 @@ def run_config(path: Path) -> dict:
     config = read_yaml(path, "--config") or {}  # a folder, or a syntax error with its line, in one sentence
     if not isinstance(config, dict) or not config.get("data"):
         raise ConfigError(f"--config {path} has no data section")
+    check_data_section(config["data"], str(path))  # before jsonargparse imports what it names
     return config
 
 
@@ -65,12 +69,16 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
     if not seeds:
         raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
     read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
-    cfg = run_config(config or ckpt_path.parent.parent / "config.yaml")
+    config = config or ckpt_path.parent.parent / "config.yaml"
+    cfg = run_config(config)
     defaults = {k: p.default for k, p in inspect.signature(FidelityEvaluation.__init__).parameters.items() if k != "self"}
     settings = {**defaults, **(cfg.get("metrics") or {})}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     features = settings["features"]
     check_real_split(settings["real_split"])  # a hand-edited config.yaml, before the datamodule loads
+    if features == "inception" and settings["inception_weights"]:  # named as the user gave it, before torch-fidelity reads it
+        given = overrides.get("inception_weights") is not None
+        verify_inception_weights(settings["inception_weights"], "--inception_weights" if given else f"metrics.inception_weights in {config}:")
     datamodule = datamodule_from_config(cfg)
     datamodule.setup("validate")
     module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
@@ -156,7 +164,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             num_real=args.num_real, real_split=args.real_split, inception_weights=args.inception_weights,
         )
         print(format_table(result))
-        out.write_text(json.dumps(result, indent=2, allow_nan=False))
+        text = json.dumps(result, indent=2, allow_nan=False)
+        write_atomically(out, lambda f: f.write(text.encode()))  # a full disk keeps the earlier evaluation
         print(f"wrote {out}")
 
     return run(evaluate)

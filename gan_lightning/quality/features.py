@@ -28,6 +28,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from gan_lightning.cache import cache_dir as _cache_dir
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import ConfigError
+from gan_lightning.quality.inception_file import verify_inception_weights
 
 DOMAIN_EXTRACTOR = "gan-lightning-domain"
 # Bump when the classifier or its training changes, so old cache entries are not reused.
@@ -198,9 +199,13 @@ def inception_weights_or_fail(weights: Optional[str]) -> Optional[str]:
     if weights is not None:
         if not Path(weights).is_file():
             raise ConfigError(f"--metrics.inception_weights {weights} does not exist; pass the InceptionV3 FID weights file")
+        verify_inception_weights(weights, "--metrics.inception_weights")
         return weights
     cached = Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
-    if cached.is_file() or _network_reachable():
+    if cached.is_file():
+        verify_inception_weights(cached, "the cached InceptionV3 weights file")
+        return None
+    if _network_reachable():
         return None
     raise ConfigError(
         f"the InceptionV3 FID weights are not cached ({cached}) and there is no network to download them:"
