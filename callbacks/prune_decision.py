@@ -44,7 +44,7 @@ def decide(
         if options.granularity == "unstructured" and amount > 0:
             layers = [n for n, m in getattr(module, net).named_modules() if isinstance(m, WEIGHTED) and f"{net}.{n}" not in skip]
             scores = scores_of(net, [f"{n}.weight" for n in layers], batches)
-            new = unstructured_masks(scores, amount, options.ranking, masks.of(net))
+            new = unstructured_masks(scores, amount, options.ranking, masks.of(net), network=net)
             decision.masks.update({f"{net}.{k}": v.cpu() for k, v in new.items()})
         elif amount > 0:
             groups = prunable_groups(module, net, skip)

@@ -11,14 +11,20 @@ from typing import Literal, Optional
 
 import torch
 
+from gan_lightning.logs import get_logger
+
 Ranking = Literal["layerwise", "global"]
+LAYER_FLOOR = 0.02  # the share of a layer's weights that a global unstructured cut leaves it
+log = get_logger(__name__)
 
 
 def unstructured_masks(
-    scores: dict[str, torch.Tensor], amount: float, ranking: Ranking, current: Optional[dict[str, torch.Tensor]] = None
+    scores: dict[str, torch.Tensor], amount: float, ranking: Ranking, current: Optional[dict[str, torch.Tensor]] = None, network: str = ""
 ) -> dict[str, torch.Tensor]:
     """Boolean keep-masks removing ``amount`` of the scored weights, lowest scores first.
-    Weights outside ``current`` masks stay removed (they rank below every live weight)."""
+    Weights outside ``current`` masks stay removed (they rank below every live weight). A global
+    ranking leaves every layer at least :data:`LAYER_FLOOR` of its weights (one at least) and
+    logs the layers it floored; ``network`` names them in that message."""
     current = current or {}
     ranked = {}
     for name, s in scores.items():
@@ -32,10 +38,35 @@ def unstructured_masks(
     removed = round(amount * flat.numel())
     if removed == 0:
         return {name: torch.ones_like(s, dtype=torch.bool) for name, s in ranked.items()}
-    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
-    keep[torch.argsort(flat, stable=True)[:removed]] = False
+    order = torch.argsort(flat, stable=True)
+    floors = {name: min(max(1, math.ceil(LAYER_FLOOR * s.numel())), int(torch.isfinite(s).sum())) for name, s in ranked.items()}
+    plain = _split(_removing(order[:removed], flat.numel()), ranked)
+    floored = [name for name, mask in plain.items() if int(mask.sum()) < floors[name]]
+    if not floored:
+        return plain
+    # One layer's scores can all sit below another's (a different scale, an early small layer):
+    # a global cut would then empty it, and a generator whose first layer is zero makes the same
+    # image from every latent. Each layer keeps its best weights up to the floor instead.
+    protected = torch.cat([_keep_top(s, floors[name]).reshape(-1) for name, s in ranked.items()])
+    order = order[~protected[order]]
+    names = ", ".join(f"{network}.{n}" if network else n for n in floored)
+    log.warning(
+        "global unstructured pruning would leave %s with fewer than %s of its weights, which can make the network's"
+        " output ignore its input; each such layer keeps its best %s (at least one weight) and the other layers lose more",
+        names, f"{LAYER_FLOOR:.0%}", f"{LAYER_FLOOR:.0%}",
+    )
+    return _split(_removing(order[:removed], flat.numel()), ranked)
+
+
+def _removing(indices: torch.Tensor, numel: int) -> torch.Tensor:
+    keep = torch.ones(numel, dtype=torch.bool, device=indices.device)
+    keep[indices] = False
+    return keep
+
+
+def _split(keep: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out, start = {}, 0
-    for name, s in ranked.items():
+    for name, s in like.items():
         out[name] = keep[start : start + s.numel()].view_as(s)
         start += s.numel()
     return out

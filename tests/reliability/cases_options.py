@@ -52,3 +52,24 @@ CASES = [
          lambda ws: tiny(ws, *QUICK, "--trainer.val_check_interval", "1", "--trainer.num_sanity_val_steps", "0"), r"", rc=0,
          check=validated_after_every_batch),
 ]
+
+
+def every_generator_layer_kept(ws) -> None:
+    import torch
+
+    state = torch.load(next((ws.dir / "runs").rglob("last.ckpt")), map_location="cpu", weights_only=True)["state_dict"]
+    layers = {k: v for k, v in state.items() if k.startswith("generator.") and k.endswith(".weight") and v.dim() >= 2}
+    assert len(layers) == 3, sorted(layers)
+    empty = [k for k, v in layers.items() if not v.count_nonzero()]
+    assert not empty, f"the pruned generator has layers of zeros: {empty}"
+
+
+WIDER_16 = ("--model.generator.init_args.width", "16", "--model.generator.init_args.image_size", "16",
+            "--model.discriminator.init_args.image_size", "16", "--data.init_args.image_size", "16")
+CASES += [
+    Case("prune-global-unstructured-keeps-every-layer", CATEGORY, "train",
+         lambda ws: tiny(ws, *QUICK, *WIDER_16, "--callbacks", "prune", "--prune.ranking", "global", "--prune.granularity", "unstructured",
+                         "--prune.generator_amount", "0.9", "--prune.start_epoch", "0"),
+         r"global unstructured pruning would leave generator\.blocks\.0\.weight with fewer than 2% of its weights.*keeps its best 2%", rc=0,
+         check=every_generator_layer_kept),
+]
