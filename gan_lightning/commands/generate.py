@@ -26,6 +26,7 @@ from gan_lightning.commands.console import run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.runtimes import load_runtime
+from gan_lightning.deploy.torchscript_trust import add_trust_torchscript_flag
 from gan_lightning.errors import ConfigError
 
 
@@ -39,9 +40,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_generator(source: str | Path, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def load_generator(source: str | Path, device: torch.device, trust_torchscript: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """The sampling generator of a train.py checkpoint (``.ckpt``) or of an exported file, on
-    ``device``, in eval mode, with a ``z_dim`` attribute."""
+    ``device``, in eval mode, with a ``z_dim`` attribute (``trust_torchscript``: see load_runtime)."""
     source = Path(source)
     if source.suffix == ".ckpt":
         read_checkpoint(source, flag="--source")  # one sentence for a missing, foreign or broken file
@@ -53,7 +54,7 @@ def load_generator(source: str | Path, device: torch.device) -> Callable[[torch.
         raise ConfigError(f"--source {source} is a folder; give a train.py checkpoint (.ckpt) or a file written by the export command")
     if not source.is_file():
         raise ConfigError(f"--source {source} does not exist; give a train.py checkpoint (.ckpt) or a file written by the export command")
-    return load_runtime(source, device=device)
+    return load_runtime(source, device=device, trust_torchscript=trust_torchscript)
 
 
 def latent_batches(num_samples: int, z_dim: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
@@ -74,7 +75,8 @@ def save_png(pixels: torch.Tensor, path: Path) -> None:
 
 
 def generate(source: str | Path, out: str | Path, num_samples: int = 64, seed: int = 0, batch_size: int = 64,
-             device: str = "auto", grid: bool = False, overwrite: bool = False, progress: bool = True) -> list[Path]:
+             device: str = "auto", grid: bool = False, overwrite: bool = False, progress: bool = True,
+             trust_torchscript: bool = False) -> list[Path]:
     """Write the samples; returns the files written."""
     if num_samples < 1 or batch_size < 1:
         raise ConfigError(f"--num_samples and --batch_size must be >= 1, got {num_samples} and {batch_size}")
@@ -91,7 +93,7 @@ def generate(source: str | Path, out: str | Path, num_samples: int = 64, seed: i
     if clash is not None and not overwrite:
         raise ConfigError(f"--out would replace the existing file {clash}; choose another --out or pass --overwrite")
     target_device = resolve_device(device)
-    generator = load_generator(source, target_device)
+    generator = load_generator(source, target_device, trust_torchscript)
     pixels = []
     with torch.no_grad(), tqdm(total=num_samples, desc="generate", unit="img", disable=not progress) as bar:
         for z in latent_batches(num_samples, generator.z_dim, seed, batch_size):
@@ -119,12 +121,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when a GPU is visible)")
     parser.add_argument("--grid", action="store_true", help="write one grid image instead of one file per sample")
     parser.add_argument("--overwrite", action="store_true", help="replace files of an earlier run")
+    add_trust_torchscript_flag(parser)
     add_allow_class_flag(parser)
     args = parser.parse_args(argv)
     allow_classes(args.allow_class)
 
     def command() -> None:
-        written = generate(args.source, args.out, args.num_samples, args.seed, args.batch_size, args.device, args.grid, args.overwrite)
+        written = generate(args.source, args.out, args.num_samples, args.seed, args.batch_size, args.device, args.grid, args.overwrite,
+                           trust_torchscript=args.trust_torchscript)
         print(f"wrote {args.out}" if args.grid else f"wrote {len(written)} PNG files to {args.out}")
 
     return run(command)

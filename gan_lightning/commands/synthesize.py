@@ -33,6 +33,7 @@ from gan_lightning.commands.console import run
 from gan_lightning.commands.evaluate import datamodule_from_config, run_config
 from gan_lightning.commands.generate import latent_batches, load_generator, save_png, to_uint8
 from gan_lightning.dataset_tensors import stack_samples
+from gan_lightning.deploy.torchscript_trust import add_trust_torchscript_flag
 from gan_lightning.errors import ConfigError
 from gan_lightning.quality.cas import classification_accuracy_score
 from gan_lightning.quality.features import domain_classifier, load_domain_classifier
@@ -41,7 +42,7 @@ from gan_lightning.synth.vae import is_vae_file, load_vae
 LABEL_SOURCES = ("auto", "vae", "domain", "none")
 
 
-def draw(source: Path, num_samples: int, seed: int, batch_size: int) -> tuple[torch.Tensor, Optional[torch.Tensor], str]:
+def draw(source: Path, num_samples: int, seed: int, batch_size: int, trust_torchscript: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor], str]:
     """Samples of the source in [-1, 1], the labels a conditional VAE drew them for (else None),
     and what the source is (``vae``, ``conditional vae`` or ``gan``); the same seed, the same samples."""
     if is_vae_file(source):
@@ -49,7 +50,7 @@ def draw(source: Path, num_samples: int, seed: int, batch_size: int) -> tuple[to
         generator = torch.Generator().manual_seed(seed)
         labels = vae.sample_labels(num_samples, generator)
         return vae.sample(num_samples, labels, generator), labels, "conditional vae" if vae.num_classes else "vae"
-    generator = load_generator(source, torch.device("cpu"))
+    generator = load_generator(source, torch.device("cpu"), trust_torchscript)
     with torch.no_grad():
         batches = list(latent_batches(num_samples, generator.z_dim, seed, batch_size))
         images = torch.cat([generator(z).float() for z in tqdm(batches, desc="synthesize", unit="batch")])
@@ -67,7 +68,7 @@ def class_names(datamodule, num_classes: int) -> list[str]:
 
 
 def synthesize(source: str | Path, out: str | Path, num_samples: int = 1000, labels: str = "auto", config: Optional[str | Path] = None,
-               seed: int = 0, batch_size: int = 256, score: bool = False, overwrite: bool = False) -> dict:
+               seed: int = 0, batch_size: int = 256, score: bool = False, overwrite: bool = False, trust_torchscript: bool = False) -> dict:
     """Write the dataset and return its record (also written as ``<out>/dataset.json``)."""
     source, out = Path(source), Path(out)
     if num_samples < 1 or batch_size < 1:
@@ -89,7 +90,7 @@ def synthesize(source: str | Path, out: str | Path, num_samples: int = 1000, lab
         datamodule.setup("validate")
     num_classes = getattr(datamodule, "num_classes", None) or 0
 
-    images, vae_labels, kind = draw(source, num_samples, seed, batch_size)
+    images, vae_labels, kind = draw(source, num_samples, seed, batch_size, trust_torchscript)
     if images.dim() != 4:
         raise ConfigError(f"--source {source} makes samples of shape {tuple(images.shape[1:])}, which are not images; the dataset is written as PNG files")
     if datamodule is not None and tuple(images.shape[1:]) != tuple(datamodule.sample_shape):
@@ -148,12 +149,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--score", action="store_true", help="also measure the classification accuracy score against real data")
     parser.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
+    add_trust_torchscript_flag(parser)
     add_allow_class_flag(parser)
     args = parser.parse_args(argv)
     allow_classes(args.allow_class)
 
     def command() -> None:
-        record = synthesize(args.source, args.out, args.num_samples, args.labels, args.config, args.seed, args.batch_size, args.score, args.overwrite)
+        record = synthesize(args.source, args.out, args.num_samples, args.labels, args.config, args.seed, args.batch_size, args.score, args.overwrite,
+                            trust_torchscript=args.trust_torchscript)
         counts = f" ({', '.join(f'{n}: {c}' for n, c in zip(record['classes'], record['class_counts']))})" if record["class_counts"] else ""
         print(f"wrote {record['num_samples']} images from the {record['kind']} to {args.out}, labels {record['labels']}{counts}")
         if "cas" in record:

@@ -10,6 +10,7 @@ once it passes: a failed export leaves no file behind and replaces none.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 from torch import nn
 
+from gan_lightning.deploy.torchscript_trust import DIGEST_KEY, contents_digest, trusted_metadata
 from gan_lightning.errors import ConfigError, ExportError
 
 Runtime = Literal["torchscript", "onnx"]
@@ -62,7 +64,12 @@ def latents(n: int, z_dim: int, seed: int = 0) -> torch.Tensor:
 def _write_torchscript(generator: nn.Module, z: torch.Tensor, path: Path, metadata: dict[str, Any]) -> None:
     with _quiet_exporters():
         traced = torch.jit.trace(generator, z, check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={METADATA_KEY: json.dumps(metadata)})
+        # saved twice: the metadata records the hash of the rest, which loading checks (torchscript_trust)
+        first = io.BytesIO()
+        torch.jit.save(traced, first, _extra_files={METADATA_KEY: json.dumps(metadata)})
+        first.seek(0)
+        digest = contents_digest(first, METADATA_KEY)
+        torch.jit.save(traced, str(path), _extra_files={METADATA_KEY: json.dumps({**metadata, DIGEST_KEY: digest})})
 
 
 def _write_onnx(generator: nn.Module, z: torch.Tensor, path: Path, metadata: dict[str, Any]) -> None:
@@ -166,10 +173,13 @@ def runtime_of(path: str | Path) -> str:
     return "torchscript" if _is_torchscript(path) else "compact"
 
 
-def load_runtime(path: str | Path, runtime: str | None = None, device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+def load_runtime(
+    path: str | Path, runtime: str | None = None, device: torch.device | str = "cpu", trust_torchscript: bool = False,
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable generator for any exported file, on ``device`` (ONNX: the CUDA execution
     provider for a CUDA device; it takes latents anywhere and returns images on the CPU), with a
-    ``z_dim`` attribute."""
+    ``z_dim`` attribute. A TorchScript file runs only if the export command wrote it and it is
+    unchanged since (``trust_torchscript``: also one changed or exported before the hash existed)."""
     path, device = Path(path), torch.device(device)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; write one with python -m gan_lightning.commands.export")
@@ -178,12 +188,14 @@ def load_runtime(path: str | Path, runtime: str | None = None, device: torch.dev
         providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if device.type == "cuda" else ("CPUExecutionProvider",)
         return OnnxGenerator(path, providers=providers)
     if runtime == "torchscript":
-        extra = {METADATA_KEY: ""}
-        with _quiet_exporters():
-            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-        metadata = json.loads(extra[METADATA_KEY] or "{}")
-        if "z_dim" not in metadata:
-            raise ExportError(f"{path} is a TorchScript file without gan-lightning metadata; export it with python -m gan_lightning.commands.export")
+        data = path.read_bytes()  # checked and loaded from the same bytes: a file replaced in between is not run
+        metadata = trusted_metadata(path, data, METADATA_KEY, trust_torchscript)
+        try:
+            with _quiet_exporters():
+                module = torch.jit.load(io.BytesIO(data), map_location=device)
+        except Exception as exc:  # a swapped inner pickle or code: torch's own RuntimeError, many lines long
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise ExportError(f"{path} is not a TorchScript file torch can load ({first.strip()}); export it again with python -m gan_lightning.commands.export") from None
         module.z_dim, module.metadata = metadata["z_dim"], metadata
         return module
     from gan_lightning.deploy.export_file import load_exported
