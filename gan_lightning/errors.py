@@ -51,3 +51,8 @@ class TrainingInterrupted(RunStopped):
 
 class ExportError(GANLightningError, RuntimeError):
     """An exported model does not reproduce the PyTorch generator, or cannot be written or run."""
+
+
+class WriteError(GANLightningError, RuntimeError):
+    """An output file could not be written (the disk is full or read-only); the earlier file of
+    that name, if any, is intact and no partial file is left."""

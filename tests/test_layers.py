@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import REPO
 
-LEAVES = ("gan_lightning.errors", "gan_lightning.dataset_tensors", "gan_lightning.networks", "gan_lightning.class_paths", "gan_lightning.cache", "gan_lightning.specs", "gan_lightning.logs")
+LEAVES = ("gan_lightning.errors", "gan_lightning.dataset_tensors", "gan_lightning.networks", "gan_lightning.class_paths", "gan_lightning.cache", "gan_lightning.specs", "gan_lightning.logs", "gan_lightning.files")
 OURS = ("gan_lightning", "callbacks", "datamodules", "train", "tests", "benchmarks")
 # room -> the project modules it may import (by prefix), and third-party packages it may not
 ROOMS = {
@@ -19,6 +19,7 @@ ROOMS = {
     "gan_lightning.dataset_tensors": ((), ()),
     "gan_lightning.cache": ((), ("torch", "pytorch_lightning", "lightning")),
     "gan_lightning.logs": ((), ("torch", "pytorch_lightning", "wandb", "jsonargparse")),
+    "gan_lightning.files": (("gan_lightning.errors",), ("torch", "pytorch_lightning", "lightning", "wandb", "jsonargparse")),
     "gan_lightning.specs": (("gan_lightning.errors", "gan_lightning.class_paths"), ("pytorch_lightning", "lightning", "wandb", "jsonargparse")),
     "gan_lightning.networks": (("gan_lightning.errors",), ()),
     "gan_lightning.class_paths": (("gan_lightning.errors",), ("torch", "pytorch_lightning", "lightning")),

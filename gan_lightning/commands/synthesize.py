@@ -34,7 +34,8 @@ from gan_lightning.commands.evaluate import datamodule_from_config, run_config
 from gan_lightning.commands.generate import latent_batches, load_generator, save_png, to_uint8
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.deploy.torchscript_trust import add_trust_torchscript_flag
-from gan_lightning.errors import ConfigError
+from gan_lightning.errors import ConfigError, WriteError
+from gan_lightning.files import advice, write_atomically, write_failure
 from gan_lightning.quality.cas import classification_accuracy_score
 from gan_lightning.quality.features import domain_classifier, load_domain_classifier
 from gan_lightning.synth.vae import is_vae_file, load_vae
@@ -65,6 +66,33 @@ def class_names(datamodule, num_classes: int) -> list[str]:
         return names
     width = len(str(num_classes - 1))
     return [f"{i:0{width}d}" for i in range(num_classes)]
+
+
+def write_images(pixels: torch.Tensor, targets: Optional[torch.Tensor], names: list[str], out: Path) -> None:
+    """One PNG per sample, in its class's folder when there are labels. A full or read-only disk
+    stops it with one sentence, and the images this call created are removed again: half a
+    dataset would fill the disk and look like a whole one to a loader."""
+    created: list[Path] = []
+    index = 0
+    try:
+        for name in names:  # every class gets its folder, so the loader's label order is the classifier's
+            (out / name).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        for index, pixel in enumerate(pixels):
+            path = (out / names[int(targets[index])] if targets is not None else out) / f"{index:06d}.png"
+            if not path.exists():
+                created.append(path)
+            save_png(pixel, path)
+    except Exception as exc:
+        why = write_failure(exc, out)
+        if why is None:
+            raise
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise WriteError(
+            f"could not write image {index + 1} of {len(pixels)} into --out {out} ({why}); the images written before it were"
+            f" removed again: {advice(why, '--out')}"
+        ) from exc
 
 
 def synthesize(source: str | Path, out: str | Path, num_samples: int = 1000, labels: str = "auto", config: Optional[str | Path] = None,
@@ -122,11 +150,7 @@ def synthesize(source: str | Path, out: str | Path, num_samples: int = 1000, lab
     else:
         targets = None
     names = class_names(datamodule, max(num_classes, int(targets.max()) + 1)) if targets is not None else []
-    for name in names:  # every class gets its folder, so the loader's label order is the classifier's
-        (out / name).mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    for i, pixel in enumerate(pixels):
-        save_png(pixel, (out / names[int(targets[i])] if targets is not None else out) / f"{i:06d}.png")
+    write_images(pixels, targets, names, out)
     record = {
         "source": str(source), "kind": kind, "num_samples": num_samples, "seed": seed, "labels": labels, "classes": names,
         "class_counts": torch.bincount(targets, minlength=len(names)).tolist() if targets is not None else None,
@@ -134,7 +158,8 @@ def synthesize(source: str | Path, out: str | Path, num_samples: int = 1000, lab
     if score:
         test = stack_samples(datamodule.val_set)
         record["cas"] = classification_accuracy_score((stored, targets), real, test, num_classes, seed=seed)
-    (out / "dataset.json").write_text(json.dumps(record, indent=2))
+    text = json.dumps(record, indent=2)
+    write_atomically(out / "dataset.json", lambda f: f.write(text.encode()), what="the dataset record", then=", then run again with --overwrite")
     return record
 
 

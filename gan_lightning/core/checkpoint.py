@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -12,6 +10,7 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 from typing_extensions import override
 
 from gan_lightning.errors import CheckpointError
+from gan_lightning.files import write_atomically
 
 
 def read_checkpoint(path: str | Path, flag: str = "--ckpt_path") -> dict[str, Any]:
@@ -54,24 +53,17 @@ def state_dict_mismatches(saved: Mapping[str, torch.Tensor], expected: Mapping[s
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file beside it and renames it into place, so a
-    kill or a full disk during the write leaves the previous checkpoint of that name intact,
-    and a failed write is one sentence ("disk full") instead of an OSError traceback."""
+    kill or a full disk during the write leaves the previous checkpoint of that name intact
+    and no partial file, and a refused write is one sentence ("disk full", "read-only file
+    system") instead of torch's "unexpected pos" traceback."""
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if "://" in str(path):  # remote storage (s3://...) keeps fsspec's own transaction; Path() would mangle it
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            kept = "the previous checkpoint of that name is intact" if path.exists() else "no earlier checkpoint of that name existed"
-            why = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or type(exc).__name__
-            raise CheckpointError(f"could not write the checkpoint {path} ({why}); {kept}: free space or choose another --checkpoint.dirpath, then resume") from exc
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # through a Python file object, so that torch's RuntimeError keeps the OSError behind it
+        write_atomically(
+            path, lambda f: torch.save(checkpoint, f), what="the checkpoint", flag="--checkpoint.dirpath", then=", then resume", error=CheckpointError,
+        )

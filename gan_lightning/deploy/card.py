@@ -21,6 +21,7 @@ from torch import nn
 
 from gan_lightning.compress.profiling import network_cost
 from gan_lightning.deploy.runtimes import latents
+from gan_lightning.files import write_atomically
 
 FORMAT = "gan-lightning/model-card"
 VERSION = 1
@@ -89,5 +90,6 @@ def model_card(
 
 def write_card(card: dict[str, Any], out: str | Path) -> Path:
     path = card_path(out)
-    path.write_text(json.dumps(card, indent=2, sort_keys=False, default=str) + "\n")
+    text = json.dumps(card, indent=2, sort_keys=False, default=str) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode()), what="the model card")
     return path

@@ -38,6 +38,7 @@ from torch import nn
 
 from gan_lightning.compress.edits import EditRecord, old_edits
 from gan_lightning.errors import CheckpointError, ConfigError
+from gan_lightning.files import write_atomically
 from gan_lightning.specs import build_generator, spec_from_hparams
 
 FORMAT = "gan-lightning/generator-export"
@@ -195,7 +196,7 @@ def export_generator(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(record, path)
+    write_atomically(path, lambda f: torch.save(record, f))  # a full disk keeps an earlier export of that name
     params = [t for t in state.values() if t.is_floating_point()]
     return ExportReport(
         path=str(path),

@@ -26,6 +26,7 @@ from torch import nn
 
 from gan_lightning.deploy.torchscript_trust import DIGEST_KEY, contents_digest, trusted_metadata
 from gan_lightning.errors import ConfigError, ExportError
+from gan_lightning.files import refused_writes
 
 Runtime = Literal["torchscript", "onnx"]
 RUNTIMES: tuple[str, ...] = ("torchscript", "onnx")
@@ -113,20 +114,23 @@ def write_verified(
     reference = generator if reference is None else copy.deepcopy(reference).eval().float().cpu()
     with torch.no_grad():
         expected = reference(latents(VERIFY_BATCH, z_dim, seed=1))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
-        WRITERS[runtime](generator, latents(TRACE_BATCH, z_dim), Path(tmp), metadata)
-        with torch.no_grad():
-            got = load_runtime(tmp, runtime)(latents(VERIFY_BATCH, z_dim, seed=1))
-        if got.shape != expected.shape:
-            raise ExportError(f"the {runtime} export of {path} gives shape {tuple(got.shape)} for a batch of {VERIFY_BATCH}, the generator {tuple(expected.shape)}; nothing was written")
-        diff = float((got - expected).abs().max())
-        if not diff <= tolerance:  # also catches NaN
-            raise ExportError(f"the {runtime} export of {path} differs from the PyTorch generator by up to {diff:.3g} (tolerance {tolerance:g}) on fixed latents; nothing was written")
-        os.replace(tmp, path)
+        # the temporary file is removed only after a refused write was told apart (a full disk is full until then)
+        with refused_writes(path):
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            WRITERS[runtime](generator, latents(TRACE_BATCH, z_dim), Path(tmp), metadata)
+            with torch.no_grad():
+                got = load_runtime(tmp, runtime)(latents(VERIFY_BATCH, z_dim, seed=1))
+            if got.shape != expected.shape:
+                raise ExportError(f"the {runtime} export of {path} gives shape {tuple(got.shape)} for a batch of {VERIFY_BATCH}, the generator {tuple(expected.shape)}; nothing was written")
+            diff = float((got - expected).abs().max())
+            if not diff <= tolerance:  # also catches NaN
+                raise ExportError(f"the {runtime} export of {path} differs from the PyTorch generator by up to {diff:.3g} (tolerance {tolerance:g}) on fixed latents; nothing was written")
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return Verification(VERIFY_BATCH, diff, tolerance)
 

@@ -26,7 +26,7 @@ def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_and_no_partial
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match=r"could not write the checkpoint .*last\.ckpt \(disk full\); the previous checkpoint of that name is intact"):
+    with pytest.raises(CheckpointError, match=r"could not write the checkpoint .*last\.ckpt \(disk full\); the earlier last\.ckpt is intact"):
         io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
