@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run(repo: Path, module: str, argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
     full_env = {**os.environ, "PYTHONPATH": str(repo), "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **env}
+    # a case's PYTHONPATH (e.g. the disk faults' sitecustomize) comes before the checkout, never instead of it
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(repo)]))
     for key, value in env.items():
         if value is None:
             full_env.pop(key, None)
