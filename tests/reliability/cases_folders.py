@@ -30,7 +30,8 @@ def labelled(ws: Workspace, per_class: int = 5) -> str:
 
 def with_fifo(ws: Workspace) -> str:
     root = labelled(ws)
-    os.mkfifo(f"{root}/cats/x.png")  # open() on it blocks until a writer comes: never
+    for name in ("x", "y", "z"):  # several, so that the seeded split puts one in training
+        os.mkfifo(f"{root}/cats/{name}.png")  # open() on it blocks until a writer comes: never
     return root
 
 
@@ -78,19 +79,28 @@ def cifar_fifo(ws: Workspace, folder) -> None:
 
 
 def stop_was_quick(ws: Workspace) -> None:
-    sent = float(ws.path("sigterm_sent").read_text())
-    took = time.time() - sent
-    assert took < 30, f"the stop landed {took:.0f} s after SIGTERM"
+    took = time.time() - float(ws.path("sigterm_sent").read_text())
+    assert took < 30, f"the stop landed {took:.0f} s after the signal"
+
+
+def stop_was_quick_and_kept_the_checkpoint(ws: Workspace) -> None:
+    stop_was_quick(ws)
     assert list(ws.path("runs").rglob("last.ckpt")), "the newest checkpoint it names is gone"
 
 
-def blocked_batch(ws: Workspace) -> list[str]:
+def blocked_batch(ws: Workspace, *extra: str) -> list[str]:
     return tiny(ws, *QUICK, "--trainer.max_epochs", "2", "--data", "tests.reliability.stalled_data.StalledDigits",
-                "--data.image_size", "8", "--data.batch_size", "16", "--data.mark", str(ws.path("sigterm_sent")))
+                "--data.image_size", "8", "--data.batch_size", "16", "--data.mark", str(ws.path("sigterm_sent")), *extra)
+
+
+def device_file(ws: Workspace) -> str:
+    root = labelled(ws)
+    os.symlink("/dev/zero", f"{root}/cats/zero.png")  # reading it never ends
+    return root
 
 
 CASES = [
-    Case("folder-fifo-named-png", CATEGORY, "train", lambda ws: image_run(ws, with_fifo(ws)), SKIPPED.format(1, r"cats/x\.png"),
+    Case("folder-fifo-named-png", CATEGORY, "train", lambda ws: image_run(ws, with_fifo(ws)), SKIPPED.format(3, r"cats/x\.png, cats/y\.png, cats/z\.png"),
          rc=0, check=checkpoint_written),
     Case("folder-symlink-loop", CATEGORY, "train", lambda ws: image_run(ws, with_loop(ws)), REPEATS.format(1) + r": cats/all",
          rc=0, check=checkpoint_written, slow=True),
@@ -107,7 +117,18 @@ CASES = [
     Case("stop-sigterm-during-blocked-batch", STOP, "train", blocked_batch,
          r"error: training stopped by SIGTERM without a new checkpoint, because no batch boundary came within 2 s of the signal"
          r".*; the newest checkpoint is \S+last\.ckpt; resume with: python train\.py ",
+         rc=143, env={"GAN_LIGHTNING_STOP_TIMEOUT": "2"}, check=stop_was_quick_and_kept_the_checkpoint, slow=True),
+    # The first batch never comes from the worker: nothing is saved yet, and the sentence says so.
+    Case("stop-sigterm-while-a-worker-is-blocked", STOP, "train",
+         lambda ws: blocked_batch(ws, "--data.num_workers", "1", "--data.stall_batch", "0"),
+         r"error: training stopped by SIGTERM without a new checkpoint, .*; no checkpoint had been written yet",
          rc=143, env={"GAN_LIGHTNING_STOP_TIMEOUT": "2"}, check=stop_was_quick, slow=True),
+    Case("stop-ctrl-c-during-blocked-batch", STOP, "train", lambda ws: blocked_batch(ws, "--data.signum", "2"),
+         r"error: training stopped by SIGINT without a new checkpoint, .*; the newest checkpoint is \S+last\.ckpt; resume with: ",
+         rc=130, env={"GAN_LIGHTNING_STOP_TIMEOUT": "2"}, check=stop_was_quick_and_kept_the_checkpoint, slow=True),
+    Case("folder-link-to-a-device", CATEGORY, "train", lambda ws: image_run(ws, device_file(ws)), OUTSIDE.format(r"cats/zero\.png")),
+    Case("folder-link-to-a-device-opted-in", CATEGORY, "train", lambda ws: image_run(ws, device_file(ws), "--data.follow_links", "true"),
+         SKIPPED.format(1, r"cats/zero\.png"), rc=0, check=checkpoint_written, slow=True),
     Case("stop-timeout-not-a-number", STOP, "train", lambda ws: tiny(ws, *QUICK),
          r"error: GAN_LIGHTNING_STOP_TIMEOUT must be a number of seconds above 0 \(default 20\), got 'soon'",
          env={"GAN_LIGHTNING_STOP_TIMEOUT": "soon"}),

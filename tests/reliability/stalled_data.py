@@ -15,9 +15,10 @@ from datamodules.digits import DigitsDataModule
 
 
 class _Stalling(Dataset):
-    def __init__(self, data: Dataset, stall_at_sample: int, seconds: float, mark: str) -> None:
-        self.data, self.stall_at_sample, self.seconds, self.mark = data, stall_at_sample, seconds, mark
+    def __init__(self, data: Dataset, stall_at_sample: int, seconds: float, mark: str, signum: int) -> None:
+        self.data, self.stall_at_sample, self.seconds, self.mark, self.signum = data, stall_at_sample, seconds, mark, signum
         self.reads = 0
+        self.pid = os.getpid()  # the training process, also when a DataLoader worker reads
 
     def __len__(self) -> int:
         return len(self.data)
@@ -28,21 +29,22 @@ class _Stalling(Dataset):
             # The scheduler's SIGTERM arrives while this read hangs; the mark says when, so a
             # check can measure how long the stop took to land.
             Path(self.mark).write_text(str(time.time()))
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(self.pid, self.signum)
             time.sleep(self.seconds)
         return self.data[index]
 
 
 class StalledDigits(DigitsDataModule):
     """The digits, but reading training batch ``stall_batch`` (counted from 0 over all epochs)
-    sends this process SIGTERM and then hangs for ``stall_seconds``; ``mark`` receives the time
-    of the signal."""
+    sends the training process ``signum`` (SIGTERM) and then hangs for ``stall_seconds``;
+    ``mark`` receives the time of the signal."""
 
-    def __init__(self, stall_batch: int = 4, stall_seconds: float = 45.0, mark: str = "sigterm_sent", **kwargs) -> None:
+    def __init__(self, stall_batch: int = 4, stall_seconds: float = 45.0, mark: str = "sigterm_sent", signum: int = 15,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
-        self.stall_batch, self.stall_seconds, self.mark = stall_batch, stall_seconds, mark
+        self.stall_batch, self.stall_seconds, self.mark, self.signum = stall_batch, stall_seconds, mark, int(signum)
 
     @override
     def load_splits(self) -> tuple[Dataset, Dataset]:
         train, val = super().load_splits()
-        return _Stalling(train, self.stall_batch * self.batch_size + 1, self.stall_seconds, self.mark), val
+        return _Stalling(train, self.stall_batch * self.batch_size + 1, self.stall_seconds, self.mark, self.signum), val
