@@ -18,7 +18,7 @@ import yaml
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
 from tests.reliability.battery import Case, Workspace
-from tests.reliability.cases_code import no_code_ran, tiny
+from tests.reliability.cases_code import tiny
 
 CATEGORY = "code from files"
 INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # where torch's hub caches torch-fidelity's download
@@ -90,6 +90,10 @@ def older_ts(ws: Workspace) -> str:
 
 def foreign_ts(ws: Workspace) -> str:
     return resaved_ts(ws, None)
+
+
+def no_code_ran(ws: Workspace) -> None:
+    assert not ws.path("PWNED").exists(), "the payload ran (it created PWNED)"
 
 
 def no_images(ws: Workspace) -> None:
