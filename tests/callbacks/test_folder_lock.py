@@ -136,3 +136,22 @@ def test_a_run_holds_the_lock_of_the_folder_lightning_names_while_it_trains(tmp_
     lock = FolderLock(folder)  # released when the run ended
     lock.acquire()
     lock.release()
+
+
+@pytest.mark.slow
+def test_a_ddp_run_takes_one_lock_and_is_refused_whole_while_another_run_writes(tmp_path, other_process):
+    folder, proc = other_process
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("MASTER_PORT", None)
+
+    def ddp(dirpath):
+        cmd = [sys.executable, str(REPO / "train.py"), *tiny_run_args(tmp_path / "runs", "--checkpoint.monitor", "null", "--metrics.every_n_epochs", "0"),
+               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", "--checkpoint.dirpath", str(dirpath)]
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    refused = ddp(folder)
+    assert refused.returncode == 2 and f"is being written by another run (pid {proc.pid}" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr and not list(folder.glob("*.ckpt"))
+    done = ddp(tmp_path / "free")  # rank 0 locks, rank 1 (LOCAL_RANK=1) does not refuse its own run
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "free" / "last.ckpt").is_file() and not (tmp_path / "free" / HOLDER_NAME).exists()

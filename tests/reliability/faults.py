@@ -37,7 +37,7 @@ class _FullFile:
         self._f, self._root, self._free = f, root, free
 
     def write(self, data) -> int:
-        size = len(memoryview(data).cast("B"))
+        size = len(data.encode()) if isinstance(data, str) else len(memoryview(data).cast("B"))  # a text file's str too
         if _used.get(self._root, 0) + size > self._free:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         _used[self._root] = _used.get(self._root, 0) + size
