@@ -56,6 +56,8 @@ class FidelityEvaluation(Callback):
     ) -> None:
         if every_n_epochs < 0 or num_fake < 2 or num_real < 2:
             raise ConfigError("--metrics.every_n_epochs must be >= 0 and --metrics.num_fake/--metrics.num_real >= 2")
+        if domain_epochs < 1:  # an untrained classifier's features would make FID/KID meaningless, silently
+            raise ConfigError(f"--metrics.domain_epochs must be an integer >= 1, got {domain_epochs}")
         check_real_split(real_split)  # jsonargparse checks the Literal, Python callers do not
         self.every_n_epochs = every_n_epochs
         self.features = features

@@ -85,6 +85,8 @@ class PruneOptions:
                 raise ConfigError(f"--prune.{flag} must be an integer >= 1, got {getattr(self, flag)}")
         if self.tolerance < 0:
             raise ConfigError(f"--prune.tolerance must be >= 0, got {self.tolerance}")
+        if self.start_epoch is not None and self.start_epoch < 0:  # a negative epoch never comes: nothing would be pruned
+            raise ConfigError(f"--prune.start_epoch must be an epoch >= 0, got {self.start_epoch}")
         if self.rewind_epoch is not None and (self.schedule != "iterative" or self.granularity != "unstructured"):
             raise ConfigError("--prune.rewind_epoch needs --prune.schedule iterative and --prune.granularity unstructured (rewound weights must keep their shapes)")
         if self.schedule == "dynamic" and self.metric == "none":

@@ -53,6 +53,8 @@ class SampleGrid(Callback):
     def __init__(self, every_n_epochs: int = 1, num_samples: int = 64, nrow: int = 8, seed: int = 0, extent: float = 5.0) -> None:
         if every_n_epochs < 0 or num_samples < 1 or nrow < 1:
             raise ConfigError("--samples.every_n_epochs must be >= 0 and --samples.num_samples/--samples.nrow >= 1")
+        if not extent > 0:  # the canvas spans [-extent, extent]: 0 divides by zero, a negative one mirrors it
+            raise ConfigError(f"--samples.extent must be a number > 0 (the half-width drawn for 2-D data), got {extent}")
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self.nrow = nrow

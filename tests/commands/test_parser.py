@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gan_lightning.commands.parser import COUNT_OR_FRACTION
+from gan_lightning.commands.parser import COUNT_OR_FRACTION, non_finite, parser_sentence
 from gan_lightning.commands.train import GANLightningCLI
 from tests.helpers import tiny_run_args
+from train import main
 
 QUICK = ("--checkpoint.monitor", "null", "--metrics.every_n_epochs", "0", "--trainer.limit_val_batches", "0", "--data.init_args.batch_size", "256")
 
@@ -38,3 +39,53 @@ def test_limit_train_batches_one_trains_one_batch_and_one_point_zero_all(tmp_pat
     cli = GANLightningCLI(args=["fit", *tiny_run_args(tmp_path / "run", *QUICK, "--trainer.limit_train_batches", value)])
     assert cli.trainer.num_training_batches == batches
     assert cli.trainer.global_step == 2 * batches
+
+
+@pytest.mark.parametrize(
+    "message,sentence",
+    [
+        ('Parser key "model.lr_g":\n  Expected a <class \'float\'>. Got value: nan', "--model.lr_g nan is not allowed: expected a finite number"),
+        (
+            'Parser key "data":\n  Does not validate against any of the Union subtypes\n  Subtypes: [<class \'datamodules.base.GANDataModule\'>, <class \'NoneType\'>]\n'
+            "  Errors:\n    - Problem with given class_path 'datamodules.DigitsDataModule':\n        Parser key \"batch_size\":\n"
+            "          Expected a <class 'int'>. Got value: 1.5\n    - Expected a <class 'NoneType'>\n"
+            "  Given value type: <class 'jsonargparse._util.NestedArg'>\n  Given value: NestedArg(key='batch_size', val='1.5')",
+            "--data.batch_size 1.5 is not allowed: expected an integer",
+        ),
+        (
+            'Parser key "trainer.max_epochs":\n  Does not validate against any of the Union subtypes\n  Subtypes: [<class \'int\'>, <class \'NoneType\'>]\n'
+            "  Errors:\n    - Expected a <class 'int'>\n    - Expected a <class 'NoneType'>\n  Given value type: <class 'str'>\n  Given value: 2.5",
+            "--trainer.max_epochs 2.5 is not allowed: expected an integer or null",
+        ),
+        ("Parser key \"model.loss\":\n  Expected a typing.Literal['bce', 'hinge']. Got value: nope", "--model.loss nope is not allowed: expected one of 'bce', 'hinge'"),
+        ("unrecognized arguments: --foo 1", "unrecognized arguments: --foo 1"),
+    ],
+)
+def test_parser_errors_become_one_sentence(message, sentence):
+    assert parser_sentence(message) == sentence
+
+
+@pytest.mark.parametrize(
+    "extra,sentence",
+    [
+        (["--data.batch_size", "x"], "error: --data.batch_size x is not allowed: expected an integer\n"),
+        (["--callbacks", "distill", "--distill.student", "foo"], "error: --distill.student foo is not allowed: expected a mapping such as {class_path"),
+        (["--model.lr_d", "1e400"], "error: --model.lr_d inf is not allowed: expected a finite number\n"),
+        (["--callbacks", "clip", "--clip.clip_value", "nan"], "error: --clip.clip_value nan is not allowed: expected a finite number\n"),
+    ],
+)
+def test_a_wrong_value_is_one_line_without_the_usage_page(tmp_path, capsys, extra, sentence):
+    with pytest.raises(SystemExit) as exit_info:
+        main(tiny_run_args(tmp_path / "run", *extra))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(sentence) and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_finite_values_in_yaml_lists_and_mappings_are_found():
+    from jsonargparse import Namespace
+
+    assert non_finite(Namespace(fit=Namespace(model=Namespace(lr_g=1e-4, betas=[0.5, float("inf")])))) == ("model.betas.1", float("inf"))
+    assert non_finite(Namespace(data=Namespace(init_args=Namespace(train_fraction=float("nan")))))[0] == "data.train_fraction"
+    assert non_finite(Namespace(model=Namespace(lr_g=1e-4))) is None

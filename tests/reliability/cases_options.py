@@ -73,3 +73,36 @@ CASES += [
          r"global unstructured pruning would leave generator\.blocks\.0\.weight with fewer than 2% of its weights.*keeps its best 2%", rc=0,
          check=every_generator_layer_kept),
 ]
+
+
+def _yaml(text: str):
+    def prepare(ws) -> list[str]:
+        config = ws.path("options.yaml")
+        config.write_text(text)
+        return tiny(ws, "--config", str(config))
+    return prepare
+
+
+NOT_ALLOWED = r"error: {flag} {value} is not allowed: expected {what}\n"
+CASES += [
+    Case("batch-size-not-an-integer", CATEGORY, "train", lambda ws: tiny(ws, "--data.batch_size", "1.5"),
+         NOT_ALLOWED.format(flag="--data\\.batch_size", value="1\\.5", what="an integer")),
+    Case("max-epochs-not-an-integer", CATEGORY, "train", lambda ws: tiny(ws, "--trainer.max_epochs", "2.5"),
+         NOT_ALLOWED.format(flag="--trainer\\.max_epochs", value="2\\.5", what="an integer or null")),
+    Case("distill-student-plain-string", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "distill", "--distill.student", "foo"),
+         NOT_ALLOWED.format(flag="--distill\\.student", value="foo", what=r"a mapping such as \{class_path: \.\.\., init_args: \{\.\.\.\}\} or null")),
+    Case("prune-amount-nan", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "prune", "--prune.generator_amount", "nan"),
+         NOT_ALLOWED.format(flag="--prune\\.generator_amount", value="nan", what="a finite number")),
+    Case("vae-beta-inf", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "vae", "--vae.beta", "inf"),
+         NOT_ALLOWED.format(flag="--vae\\.beta", value="inf", what="a finite number")),
+    Case("data-train-fraction-nan", CATEGORY, "train", lambda ws: tiny(ws, "--data.train_fraction", "nan"),
+         NOT_ALLOWED.format(flag="--data\\.train_fraction", value="nan", what="a finite number")),
+    Case("learning-rate-overflows-to-inf", CATEGORY, "train", lambda ws: tiny(ws, "--model.lr_g", "1e400"),
+         NOT_ALLOWED.format(flag="--model\\.lr_g", value="inf", what="a finite number")),
+    Case("yaml-inf-extent", CATEGORY, "train", _yaml("samples:\n  extent: .inf\n"),
+         NOT_ALLOWED.format(flag="--samples\\.extent", value="inf", what="a finite number")),
+    Case("negative-extent", CATEGORY, "train", lambda ws: tiny(ws, "--samples.extent=-1"), r"error: --samples\.extent must be a number > 0.*got -1"),
+    Case("domain-epochs-zero", CATEGORY, "train", lambda ws: tiny(ws, "--metrics.domain_epochs", "0"), r"error: --metrics\.domain_epochs must be an integer >= 1, got 0"),
+    Case("prune-start-epoch-negative", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "prune", "--prune.start_epoch=-1"),
+         r"error: --prune\.start_epoch must be an epoch >= 0, got -1"),
+]
