@@ -49,6 +49,8 @@ class GANDataModule(pl.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"--data.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:  # the DataLoader would refuse it only when training starts, in a traceback
+            raise ConfigError(f"--data.num_workers must be an integer >= 0 (0 loads in the main process), got {num_workers}")
         if not 0.0 < train_fraction <= 1.0:
             raise ConfigError(f"--data.train_fraction must be in (0, 1], got {train_fraction}")
         if not 0.0 < val_fraction < 1.0:

@@ -89,3 +89,18 @@ def test_non_finite_values_in_yaml_lists_and_mappings_are_found():
     assert non_finite(Namespace(fit=Namespace(model=Namespace(lr_g=1e-4, betas=[0.5, float("inf")])))) == ("model.betas.1", float("inf"))
     assert non_finite(Namespace(data=Namespace(init_args=Namespace(train_fraction=float("nan")))))[0] == "data.train_fraction"
     assert non_finite(Namespace(model=Namespace(lr_g=1e-4))) is None
+
+
+@pytest.mark.parametrize(
+    "extra,sentence",
+    [
+        (["--data.num_workers=-1"], "error: --data.num_workers must be an integer >= 0 (0 loads in the main process), got -1\n"),
+        (["--samples.extent=0"], "error: --samples.extent must be a number > 0 (the half-width drawn for 2-D data), got 0.0\n"),
+        (["--metrics.domain_epochs", "0"], "error: --metrics.domain_epochs must be an integer >= 1, got 0\n"),
+        (["--callbacks", "prune", "--prune.start_epoch=-1"], "error: --prune.start_epoch must be an epoch >= 0, got -1\n"),
+    ],
+)
+def test_counts_and_sizes_out_of_range_are_refused_before_a_run_folder(tmp_path, capsys, extra, sentence):
+    assert main(tiny_run_args(tmp_path / "run", *extra)) == 2
+    assert capsys.readouterr().err.endswith(sentence)
+    assert not (tmp_path / "run").exists()
