@@ -58,17 +58,30 @@ class InterruptCheckpoint(Callback):
         self._signal: Optional[int] = None
         self._previous_sigint = self._previous_sigterm = None
         self._deadline: Optional[StopDeadline] = None
+        self._folder: Optional[Path] = None
+
+    def _bound_sigterm(self, trainer) -> None:
+        """From the sanity check on, a SIGTERM that finds no batch boundary in time stops anyway."""
+        if self._deadline is not None:
+            return
+        folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
+        self._folder = Path(folder or trainer.default_root_dir)
+        self._deadline = StopDeadline(self._timed_out, stop_timeout())
+        if threading.current_thread() is threading.main_thread():
+            # Lightning's handler (installed before these hooks) only notes SIGTERM for the next boundary.
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    @override
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        self._bound_sigterm(trainer)
 
     @override
     def on_train_start(self, trainer, pl_module) -> None:
-        folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
-        self.ckpt_path = Path(folder or trainer.default_root_dir) / self.filename
+        self._bound_sigterm(trainer)
+        self.ckpt_path = self._folder / self.filename
         self._signal = None
-        self._deadline = StopDeadline(self._timed_out, stop_timeout())
         if threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
-            # Lightning's handler (installed before this hook) only notes SIGTERM for the next boundary.
-            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigint(self, signum, frame) -> None:
         self._deadline.check()
@@ -91,7 +104,7 @@ class InterruptCheckpoint(Callback):
             f"{self._deadline.seconds:g} s of the signal (a batch is blocked, e.g. reading a file; GAN_LIGHTNING_STOP_TIMEOUT sets the wait)",
             signum,
         )
-        folder = self.ckpt_path.parent if self.ckpt_path is not None else None
+        folder = self._folder
         found = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder is not None and folder.is_dir() else []
         if found:
             newest = max(found, key=lambda p: p.stat().st_mtime)
@@ -120,6 +133,7 @@ class InterruptCheckpoint(Callback):
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
+            self._deadline = None
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None

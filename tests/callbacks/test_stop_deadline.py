@@ -75,7 +75,7 @@ def test_the_sentence_names_the_newest_checkpoint_and_how_to_resume(tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     callback = InterruptCheckpoint()
-    callback.ckpt_path, callback.argv = folder / "on_exception.ckpt", ["fit", "--trainer.max_epochs", "3"]
+    callback._folder, callback.argv = folder, ["fit", "--trainer.max_epochs", "3"]
     callback._deadline = StopDeadline(callback._timed_out, seconds=7)
     assert str(callback._timed_out(signal.SIGTERM)).endswith("no checkpoint had been written yet")
     for age, name in ((100, "epoch=0.ckpt"), (0, "last.ckpt")):

@@ -37,14 +37,18 @@ class _Stalling(Dataset):
 class StalledDigits(DigitsDataModule):
     """The digits, but reading training batch ``stall_batch`` (counted from 0 over all epochs)
     sends the training process ``signum`` (SIGTERM) and then hangs for ``stall_seconds``;
-    ``mark`` receives the time of the signal."""
+    ``mark`` receives the time of the signal. ``stall_split="val"``: a validation batch instead
+    (batch 0 is then read by the sanity check before training)."""
 
     def __init__(self, stall_batch: int = 4, stall_seconds: float = 45.0, mark: str = "sigterm_sent", signum: int = 15,
-                 **kwargs) -> None:
+                 stall_split: str = "train", **kwargs) -> None:
         super().__init__(**kwargs)
+        self.stall_split = stall_split
         self.stall_batch, self.stall_seconds, self.mark, self.signum = stall_batch, stall_seconds, mark, int(signum)
 
     @override
     def load_splits(self) -> tuple[Dataset, Dataset]:
-        train, val = super().load_splits()
-        return _Stalling(train, self.stall_batch * self.batch_size + 1, self.stall_seconds, self.mark, self.signum), val
+        splits = dict(zip(("train", "val"), super().load_splits()))
+        splits[self.stall_split] = _Stalling(splits[self.stall_split], self.stall_batch * self.batch_size + 1, self.stall_seconds,
+                                             self.mark, self.signum)
+        return splits["train"], splits["val"]
