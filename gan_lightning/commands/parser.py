@@ -17,6 +17,7 @@ from typing import Any, NoReturn, Optional
 
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser
+from typing_extensions import override
 
 # Trainer options whose meaning changes between an int (a count) and a float (a fraction).
 COUNT_OR_FRACTION = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches", "overfit_batches")
@@ -81,7 +82,8 @@ def non_finite(config: Any) -> Optional[tuple[str, float]]:
     def walk(key: str, value: Any) -> Optional[tuple[str, float]]:
         if isinstance(value, float) and not math.isfinite(value):
             return key, value
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+        # mappings and Namespaces (a class's init_args in a list, e.g. --trainer.callbacks) have items()
+        items = value.items() if hasattr(value, "items") else enumerate(value) if isinstance(value, (list, tuple)) else ()
         return next((hit for k, v in items if (hit := walk(f"{key}.{k}", v))), None)
 
     for key, value in config.items():
@@ -92,6 +94,7 @@ def non_finite(config: Any) -> Optional[tuple[str, float]]:
 
 
 class GANArgumentParser(LightningArgumentParser):
+    @override
     def parse_args(self, *args: Any, **kwargs: Any) -> Any:
         config = super().parse_args(*args, **kwargs)
         hit = non_finite(config)
@@ -99,6 +102,7 @@ class GANArgumentParser(LightningArgumentParser):
             self.error(f'Parser key "{hit[0]}":\n  Expected a <class \'float\'>. Got value: {hit[1]}')
         return config
 
+    @override
     def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
         if not self.exit_on_error:  # a parser jsonargparse tries a value with, inside a union: it wants the exception
             super().error(message, ex)
@@ -106,6 +110,7 @@ class GANArgumentParser(LightningArgumentParser):
         print(f"error: {parser_sentence(message)}", file=sys.stderr)
         sys.exit(2)
 
+    @override
     def add_lightning_class_args(self, lightning_class: Any, nested_key: str, subclass_mode: bool = False, required: bool = True) -> list[str]:
         added = super().add_lightning_class_args(lightning_class, nested_key, subclass_mode=subclass_mode, required=required)
         if isinstance(lightning_class, type) and issubclass(lightning_class, Trainer):

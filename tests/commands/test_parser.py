@@ -88,6 +88,8 @@ def test_non_finite_values_in_yaml_lists_and_mappings_are_found():
 
     assert non_finite(Namespace(fit=Namespace(model=Namespace(lr_g=1e-4, betas=[0.5, float("inf")])))) == ("model.betas.1", float("inf"))
     assert non_finite(Namespace(data=Namespace(init_args=Namespace(train_fraction=float("nan")))))[0] == "data.train_fraction"
+    callbacks = [Namespace(class_path="EarlyStopping", init_args=Namespace(min_delta=float("-inf")))]
+    assert non_finite(Namespace(trainer=Namespace(callbacks=callbacks))) == ("trainer.callbacks.0.min_delta", float("-inf"))
     assert non_finite(Namespace(model=Namespace(lr_g=1e-4))) is None
 
 
