@@ -117,12 +117,14 @@ def _examples(paths: list[Path], root: Path) -> str:
 
 def _report(root: Path, scan: FolderScan) -> None:
     if scan.not_regular:
+        n = len(scan.not_regular)
         log.warning(
-            f"--data.root {root}: skipped {len(scan.not_regular)} entries that are not regular files "
-            f"(named pipes, sockets, devices or broken links): {_examples(scan.not_regular, root)}"
+            f"--data.root {root}: skipped {n} {'entry that is' if n == 1 else 'entries that are'} not a regular file "
+            f"(a named pipe, socket, device or broken link): {_examples(scan.not_regular, root)}"
         )
     if scan.repeats:
+        n = len(scan.repeats)
         log.warning(
-            f"--data.root {root}: {len(scan.repeats)} links lead to files or folders already found "
+            f"--data.root {root}: {n} {'link leads' if n == 1 else 'links lead'} to a file or folder already found "
             f"(a loop or a second name), so each file is read once: {_examples(scan.repeats, root)}"
         )
