@@ -32,7 +32,8 @@ def keep_integers(parser: LightningArgumentParser, nested_key: str) -> None:
             # the order of a union's types is the order it tries them (tests/commands/test_parser.py).
             # `int | float | None`, not Optional[Union[int, float]]: typing caches unions as equal
             # whatever their order and would hand back Lightning's float-first one.
-            action._typehint = int | float | None
+            optional = type(None) in getattr(action._typehint, "__args__", ())
+            action._typehint = int | float | None if optional else int | float
 
 
 _KEY = re.compile(r'Parser key "([^"]+)"')
