@@ -27,12 +27,12 @@ def scan_images(root: Path, follow_links: bool = False) -> FolderScan:
     return scan_folder(root, lambda name: name.lower().endswith(IMAGE_EXTENSIONS), follow_links)
 
 
-def label_images(root: Path, paths: list[Path], folders: Optional[Sequence[str]] = None) -> tuple[list[int], list[str]]:
+def label_images(root: Path, paths: list[Path], folders: Sequence[str]) -> tuple[list[int], list[str]]:
     """Label each image by the index of its first-level subfolder among all of them (sorted names).
 
     With any image lying directly in ``root`` the folder is treated as unlabelled (all 0).
     ``folders``: the first-level subfolders the scan walked (a second link to one of them is
-    not a class of its own); all of them when not given.
+    not a class of its own).
     """
     tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths]
     if None in tops:
@@ -43,8 +43,6 @@ def label_images(root: Path, paths: list[Path], folders: Optional[Sequence[str]]
         return [0] * len(paths), []
     # Every first-level subfolder is a class, empty ones included (as torchvision's ImageFolder
     # does): a synthetic dataset with no sample of one class keeps the other labels in place.
-    if folders is None:
-        folders = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
     classes = sorted({*tops, *folders})
     index = {name: i for i, name in enumerate(classes)}
     return [index[t] for t in tops], classes

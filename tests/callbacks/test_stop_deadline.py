@@ -83,7 +83,8 @@ def test_the_sentence_names_the_newest_checkpoint_and_how_to_resume(tmp_path):
         os.utime(folder / name, (time.time() - age, time.time() - age))
     text = str(callback._timed_out(signal.SIGTERM))
     assert text.startswith("training stopped by SIGTERM without a new checkpoint, because no batch boundary came within 7 s")
-    assert f"the newest checkpoint is {folder / 'last.ckpt'}; resume with: python train.py --trainer.max_epochs 3 --ckpt_path {folder / 'last.ckpt'}" in text
+    last = folder / "last.ckpt"
+    assert f"the newest checkpoint is {last}; resume with: python train.py --trainer.max_epochs 3 --ckpt_path {last}" in text
 
 
 @pytest.mark.parametrize("value, seconds", [("", DEFAULT_SECONDS), ("2.5", 2.5)])

@@ -100,7 +100,8 @@ def device_file(ws: Workspace) -> str:
 
 
 CASES = [
-    Case("folder-fifo-named-png", CATEGORY, "train", lambda ws: image_run(ws, with_fifo(ws)), SKIPPED.format("3 entries that are", r"cats/x\.png, cats/y\.png, cats/z\.png"),
+    Case("folder-fifo-named-png", CATEGORY, "train", lambda ws: image_run(ws, with_fifo(ws)),
+         SKIPPED.format("3 entries that are", r"cats/x\.png, cats/y\.png, cats/z\.png"),
          rc=0, check=checkpoint_written),
     Case("folder-symlink-loop", CATEGORY, "train", lambda ws: image_run(ws, with_loop(ws)), REPEATS.format("1 link leads") + r": cats/all",
          rc=0, check=checkpoint_written, slow=True),

@@ -4,7 +4,6 @@ disk (or a named pipe) does to a run that a scheduler then stops."""
 from __future__ import annotations
 
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -37,8 +36,9 @@ class _Stalling(Dataset):
 class StalledDigits(DigitsDataModule):
     """The digits, but reading training batch ``stall_batch`` (counted from 0 over all epochs)
     sends the training process ``signum`` (SIGTERM) and then hangs for ``stall_seconds``;
-    ``mark`` receives the time of the signal (``signum`` 0 sends none: a test sends it from outside). ``stall_split="val"``: a validation batch instead
-    (batch 0 is then read by the sanity check before training)."""
+    ``mark`` receives the time of the signal (``signum`` 0 sends none: a test sends it from
+    outside). ``stall_split="val"``: a validation batch instead (batch 0 is then read by the
+    sanity check before training)."""
 
     def __init__(self, stall_batch: int = 4, stall_seconds: float = 45.0, mark: str = "sigterm_sent", signum: int = 15,
                  stall_split: str = "train", **kwargs) -> None:
