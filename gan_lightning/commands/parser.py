@@ -56,6 +56,9 @@ def parser_sentence(message: str) -> str:
     are 8-14 lines of every type tried (``Does not validate against any of the Union subtypes
     ... NestedArg(...)``); the line that matters is the deepest ``Parser key`` and what it expected."""
     keys = _KEY.findall(message)
+    missing = re.fullmatch(r"argument (--\S+): expected one argument", message.strip())
+    if missing:  # argparse takes "-1e-3" or "-.5" for a flag, not a value
+        return f"{missing.group(1)} needs a value; write a negative number as {missing.group(1)}=-1e-3"
     if not keys:
         return " ".join(message.split())  # e.g. "unrecognized arguments: --foo 1", already one line
     expected, value = [], None

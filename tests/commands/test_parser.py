@@ -59,6 +59,7 @@ def test_limit_train_batches_one_trains_one_batch_and_one_point_zero_all(tmp_pat
         ),
         ("Parser key \"model.loss\":\n  Expected a typing.Literal['bce', 'hinge']. Got value: nope", "--model.loss nope is not allowed: expected one of 'bce', 'hinge'"),
         ("unrecognized arguments: --foo 1", "unrecognized arguments: --foo 1"),
+        ("argument --model.lr_g: expected one argument", "--model.lr_g needs a value; write a negative number as --model.lr_g=-1e-3"),
     ],
 )
 def test_parser_errors_become_one_sentence(message, sentence):

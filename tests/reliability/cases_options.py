@@ -103,6 +103,8 @@ CASES += [
          NOT_ALLOWED.format(flag="--samples\\.extent", value="inf", what="a finite number")),
     Case("negative-extent", CATEGORY, "train", lambda ws: tiny(ws, "--samples.extent=-1"), r"error: --samples\.extent must be a number > 0.*got -1"),
     Case("domain-epochs-zero", CATEGORY, "train", lambda ws: tiny(ws, "--metrics.domain_epochs", "0"), r"error: --metrics\.domain_epochs must be an integer >= 1, got 0"),
+    Case("negative-exponent-read-as-a-flag", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "prune", "--prune.generator_amount", "-5e-1"),
+         r"error: --prune\.generator_amount needs a value; write a negative number as --prune\.generator_amount=-1e-3\n"),
     Case("num-workers-negative", CATEGORY, "train", lambda ws: tiny(ws, "--data.num_workers=-1"), r"error: --data\.num_workers must be an integer >= 0"),
     Case("prune-start-epoch-negative", CATEGORY, "train", lambda ws: tiny(ws, "--callbacks", "prune", "--prune.start_epoch=-1"),
          r"error: --prune\.start_epoch must be an epoch >= 0, got -1"),
