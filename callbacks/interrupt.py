@@ -60,14 +60,18 @@ class InterruptCheckpoint(Callback):
         self._deadline: Optional[StopDeadline] = None
         self._folder: Optional[Path] = None
 
+    @override
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # Each fit its own deadline: one cancelled by an earlier fit's error (Lightning calls no
+        # teardown hook then) must not leave this one unbounded.
+        self._deadline = StopDeadline(self._timed_out, stop_timeout())
+
     def _bound_sigterm(self, trainer) -> None:
         """From the sanity check on, a SIGTERM that finds no batch boundary in time stops anyway."""
-        if self._deadline is not None:
-            return
         folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
         self._folder = Path(folder or trainer.default_root_dir)
-        self._deadline = StopDeadline(self._timed_out, stop_timeout())
-        if threading.current_thread() is threading.main_thread():
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main and signal.getsignal(signal.SIGTERM) != self._on_sigterm:
             # Lightning's handler (installed before these hooks) only notes SIGTERM for the next boundary.
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -133,7 +137,6 @@ class InterruptCheckpoint(Callback):
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
-            self._deadline = None
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
