@@ -5,22 +5,17 @@ just before a compression callback (prune, lowrank) first changed the generator'
 the ``on_architecture_changed`` GAN hook hands it over, so this callback imports no other
 callback. ``--distill.teacher_ckpt PATH`` takes the teacher from a train.py checkpoint
 instead; the student is then whatever generator the run trains (a compressed one, or a
-smaller ``--model.generator``). ``--distill.student`` names a new, smaller generator by class
-path: at ``--distill.student_epoch`` it replaces the run's generator (recorded in the
-checkpoint, so resume, evaluate and export build it) and learns from the teacher, which is
-``teacher_ckpt``'s generator or the run's own generator as it was at that moment.
+smaller ``--model.generator``). ``--distill.student`` is a new, smaller generator that
+replaces the run's at ``--distill.student_epoch`` (see ``callbacks/distill_student.py``).
 
-Loss terms, each with its weight, added to the generator's loss through
-``generator_loss_terms`` and logged as ``train/g_term/distill_*``: output reconstruction on
-the same latents, intermediate features at named layers (through learned adapters where
-shapes differ: 1x1 convolutions or Linears that live in ``GANModule.auxiliary``, train in the
-generator's optimizer and are never exported), kernel alignment (CAT, no adapters) and a
-perceptual term on discriminator features. The adversarial term is kept, scaled by
+Loss terms, weighted, join the generator's loss through ``generator_loss_terms`` (logged as
+``train/g_term/distill_*``): outputs on the same latents, features at named layers (through
+1x1 adapters in ``GANModule.auxiliary`` where shapes differ, trained with G, never exported),
+kernel alignment and discriminator features; the adversarial term stays, scaled by
 ``gan_weight``. The math is in :mod:`gan_lightning.distill`.
 
-The teacher is frozen (eval mode, no gradients, never in an optimizer) and saved in this
-callback's state with a hash of its weights, so ``--ckpt_path`` resumes with the same teacher.
-On any other LightningModule, see ``callbacks/distill_any_module.py``.
+The teacher is frozen and saved in this callback's state with a hash of its weights, so
+``--ckpt_path`` resumes with the same teacher. Any other LightningModule: ``distill_any_module.py``.
 """
 
 from __future__ import annotations

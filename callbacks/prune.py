@@ -12,7 +12,6 @@ The schedules are described in ``callbacks/prune_options.py``, the retrain modes
 
 from __future__ import annotations
 
-import copy
 from dataclasses import fields
 from typing import Any, Literal, Optional
 
@@ -21,9 +20,7 @@ from pytorch_lightning import Trainer
 from typing_extensions import override
 
 from callbacks.compression import (
-    Before,
     CompressionCallback,
-    EventRow,
     QualityMetric,
     forget_best_checkpoints,
     measure_quality,
@@ -35,7 +32,7 @@ from callbacks.fidelity import measured_modes
 from callbacks.prune_decision import decide
 from callbacks.prune_options import PruneOptions, RetrainMode, ScheduleName, check_end_step, check_model, check_schedule
 from callbacks.prune_retrain import retrain_after_event
-from callbacks.prune_trial import Trial
+from callbacks.prune_trial import Trial, accept_step, roll_back, try_step
 from callbacks.registry import register
 from callbacks.state import OptionalState
 from callbacks.target import target_of
@@ -47,7 +44,6 @@ from gan_lightning.compress.schedules import make_schedule
 from gan_lightning.compress.selection import Ranking
 from gan_lightning.compress.surgery import trace
 from gan_lightning.core.hooks import architecture_changed
-from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.logs import get_logger
 
 log = get_logger(__name__)
@@ -214,7 +210,7 @@ class Prune(CompressionCallback):
         epochs = self.plan.events(trainer.max_epochs)
         if self.next_event < len(epochs) and epoch == epochs[self.next_event]:
             if self.plan.verified:
-                self._try_step(trainer, pl_module)
+                try_step(self, trainer, pl_module)
             else:
                 self._prune(trainer, pl_module)
 
@@ -250,30 +246,30 @@ class Prune(CompressionCallback):
         epoch, modes = measured_modes(trainer)
         reason = self.trial.verdict(self.metric_name, value, self.baseline * (1.0 + self.options.tolerance), modes if epoch == trainer.current_epoch else None)
         if reason is None:
-            self._accept_step(trainer, pl_module, value)
+            accept_step(self, trainer, pl_module, value)
         else:
-            self._roll_back(trainer, pl_module, value, reason)
+            roll_back(self, trainer, pl_module, value, reason)
 
     # ------------------------------------------------------------------ events
     def _prune(self, trainer: Trainer, module) -> None:
         before = self.before_event(trainer, module)
-        decision = self._decide(trainer, module, self.next_event)
-        self._execute(trainer, module, decision)
+        decision = self.decision(trainer, module, self.next_event)
+        self.execute(trainer, module, decision)
         retrain_after_event(self, trainer, module)
         target_of(module).recalibrate(self.options.seed)
-        self._report(trainer, module, before)
+        self.report(trainer, module, before)
         self.next_event += 1
         if self.next_event == len(self.plan.events(trainer.max_epochs)):
-            self._forget_dense_best(trainer)
+            self.forget_dense_best(trainer)
 
     @staticmethod
-    def _forget_dense_best(trainer: Trainer) -> None:
+    def forget_dense_best(trainer: Trainer) -> None:
         """From the final event on, "best" means the best *compressed* model: the denser
         networks before it would otherwise keep the title. Their files stay on disk."""
         for path in forget_best_checkpoints(trainer):
             log.info(f"prune: the best checkpoint so far ({path}) predates the final pruning event; it is kept, and best-* now tracks the pruned model")
 
-    def _report(self, trainer: Trainer, module, before, after_metric: Optional[float] = None) -> dict[str, float]:
+    def report(self, trainer: Trainer, module, before, after_metric: Optional[float] = None) -> dict[str, float]:
         summary = report_event(
             trainer, module, f"{self.plan.name}-{self.next_event + 1}", before, self.dense, self.metric_name,
             self.fidelity, self.options.latency_batch, self.history, after_metric=after_metric,
@@ -286,13 +282,13 @@ class Prune(CompressionCallback):
         )
         return summary
 
-    def _decide(self, trainer: Trainer, module, event: int) -> PruneDecision:
+    def decision(self, trainer: Trainer, module, event: int) -> PruneDecision:
         return decide(
             self.options, self.plan, self.importance, trainer, module, event,
             skip=self._skip, masks=self.masks, original_units=self.original_units, original_z=self.original_z,
         )
 
-    def _execute(
+    def execute(
         self, trainer: Trainer, module, decision: PruneDecision, physical: bool = True, previous: Optional[dict[str, torch.nn.Module]] = None
     ) -> None:
         """Apply a decision: masks, and cuts (``physical``) or zeroed units (a dynamic trial).
@@ -331,36 +327,3 @@ class Prune(CompressionCallback):
     def reapply_masks(self, module, networks: Optional[list[str]] = None) -> None:
         for net in networks or self.masks.networks():
             self.masks.apply(net, networks_of(module, net))
-
-    # ------------------------------------------------------------------ dynamic schedule
-    def _try_step(self, trainer: Trainer, module) -> None:
-        metric = measure_quality(trainer, module, self.metric_name, self.fidelity)
-        if self.baseline is None:
-            self.baseline = metric
-        decision = self._decide(trainer, module, self.next_event)
-        self.trial = Trial.start(module, self.masks, decision, metric, measured_modes(trainer)[1])
-        self._execute(trainer, module, decision, physical=False)
-
-    def _accept_step(self, trainer: Trainer, module, value: float) -> None:
-        # the trial network has the pre-step shapes (its removed units are only zeroed), so it
-        # stands in for "before" in the latency comparison
-        before = Before(copy.deepcopy(module.generator), module.z_dim, self.trial.before_metric)
-        # the trial applied the masks already; applying them again changes nothing but says so
-        self._execute(trainer, module, self.trial.decision, previous={"generator": self.trial.previous_sampling_generator(module)})
-        target_of(module).recalibrate(self.options.seed)
-        self.trial = None
-        self._report(trainer, module, before, after_metric=value)
-        self.next_event += 1
-        self.stopped = self.next_event >= self.plan.rounds
-        if self.stopped:
-            self._forget_dense_best(trainer)
-
-    def _roll_back(self, trainer: Trainer, module, value: float, reason: str) -> None:
-        module.load_state_dict(self.trial.state)
-        self.masks = self.trial.masks
-        self.trial = None
-        self.stopped = True
-        self._forget_dense_best(trainer)
-        rolled_back = EventRow(f"dynamic-{self.next_event + 1}-rolled-back", trainer.current_epoch, logging_step(trainer), metric=self.metric_name, metric_after=round(value, 4))
-        self.history.append(rolled_back.as_row())
-        log.info(f"prune: dynamic step {self.next_event + 1} rolled back ({reason}); pruning stops")

@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+from pytorch_lightning import Trainer
 from torch import nn
 
+from callbacks.compression import Before, EventRow, measure_quality
+from callbacks.fidelity import measured_modes
+from callbacks.target import target_of
 from gan_lightning.compress.masks import Masks
 from gan_lightning.compress.pruning import PruneDecision
+from gan_lightning.core.lightning_private import logging_step
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -64,3 +72,40 @@ class Trial:
         previous = copy.deepcopy(module.sampling_generator)
         previous.load_state_dict({k[len(prefix) :]: v for k, v in self.state.items() if k.startswith(prefix)})
         return previous
+
+
+# The steps of the dynamic schedule; ``prune`` is the Prune callback (not imported: its own module).
+def try_step(prune, trainer: Trainer, module) -> None:
+    """Try the next step with its units zeroed, remembering the state it is tried on."""
+    metric = measure_quality(trainer, module, prune.metric_name, prune.fidelity)
+    if prune.baseline is None:
+        prune.baseline = metric
+    decision = prune.decision(trainer, module, prune.next_event)
+    prune.trial = Trial.start(module, prune.masks, decision, metric, measured_modes(trainer)[1])
+    prune.execute(trainer, module, decision, physical=False)
+
+def accept_step(prune, trainer: Trainer, module, value: float) -> None:
+    """Cut out the tried step for good (``value``: the metric measured with it)."""
+    # the trial network has the pre-step shapes (its removed units are only zeroed), so it
+    # stands in for "before" in the latency comparison
+    before = Before(copy.deepcopy(module.generator), module.z_dim, prune.trial.before_metric)
+    # the trial applied the masks already; applying them again changes nothing but says so
+    prune.execute(trainer, module, prune.trial.decision, previous={"generator": prune.trial.previous_sampling_generator(module)})
+    target_of(module).recalibrate(prune.options.seed)
+    prune.trial = None
+    prune.report(trainer, module, before, after_metric=value)
+    prune.next_event += 1
+    prune.stopped = prune.next_event >= prune.plan.rounds
+    if prune.stopped:
+        prune.forget_dense_best(trainer)
+
+def roll_back(prune, trainer: Trainer, module, value: float, reason: str) -> None:
+    """Restore the state the step was tried on; pruning stops."""
+    module.load_state_dict(prune.trial.state)
+    prune.masks = prune.trial.masks
+    prune.trial = None
+    prune.stopped = True
+    prune.forget_dense_best(trainer)
+    rolled_back = EventRow(f"dynamic-{prune.next_event + 1}-rolled-back", trainer.current_epoch, logging_step(trainer), metric=prune.metric_name, metric_after=round(value, 4))
+    prune.history.append(rolled_back.as_row())
+    log.info(f"prune: dynamic step {prune.next_event + 1} rolled back ({reason}); pruning stops")

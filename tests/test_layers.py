@@ -134,3 +134,9 @@ def test_the_front_door_resolves_its_names_on_first_use_and_refuses_others():
 def test_the_datamodules_import_only_the_leaves_of_gan_lightning():
     code = "import sys, datamodules\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('gan_lightning'))))"
     assert set(run_python(code).split()) <= {"gan_lightning", *LEAVES}
+
+
+def test_every_module_of_the_package_and_the_callbacks_stays_short():
+    """A file over 350 lines holds more than one thing (the house's rule): split it."""
+    long = {str(p.relative_to(REPO)): n for p in SOURCES if p.parts[len(REPO.parts)] in ("gan_lightning", "callbacks") and (n := len(p.read_text().splitlines())) > 350}
+    assert long == {}

@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning import Callback
 
 import callbacks.prune as prune_module
+import callbacks.prune_trial as prune_trial
 from callbacks.prune import Prune
 from datamodules.digits import DigitsDataModule
 from gan_lightning.commands.train import GANLightningCLI
@@ -210,7 +211,8 @@ def test_unstructured_masks_follow_a_latent_cut(tmp_path, seeded):
 
 def test_dynamic_schedule_keeps_good_steps_and_rolls_back_the_first_bad_one(tmp_path, seeded, monkeypatch):
     verdicts = iter([1.0, 1.05, 1.02, 3.0])  # baseline, step 1 ok (within 10%), step 2 too bad
-    monkeypatch.setattr(prune_module, "measure_quality", lambda *a, **k: next(verdicts))
+    for where in (prune_module, prune_trial):  # the verdict, and the metric before each step
+        monkeypatch.setattr(where, "measure_quality", lambda *a, **k: next(verdicts))
     module = module16()
     snap = Snapshot()
     prune = Prune(generator_amount=0.5, schedule="dynamic", rounds=2, start_epoch=0, tolerance=0.1, metric="swd")
@@ -225,10 +227,11 @@ def test_dynamic_schedule_keeps_good_steps_and_rolls_back_the_first_bad_one(tmp_
 
 
 def test_dynamic_schedule_rolls_back_a_step_that_costs_classes_even_within_the_fid_tolerance(tmp_path, seeded, monkeypatch):
-    monkeypatch.setattr(prune_module, "measure_quality", lambda *a, **k: 1.0)  # the metric never objects
     # val/modes: before step 1, after it, before step 2, after it (a class lost)
     modes = iter([10.0, 10.0, 10.0, 9.0])
-    monkeypatch.setattr(prune_module, "measured_modes", lambda trainer: (trainer.current_epoch, next(modes)))
+    for where in (prune_module, prune_trial):
+        monkeypatch.setattr(where, "measure_quality", lambda *a, **k: 1.0)  # the metric never objects
+        monkeypatch.setattr(where, "measured_modes", lambda trainer: (trainer.current_epoch, next(modes)))
     module = module16()
     prune = Prune(generator_amount=0.5, schedule="dynamic", rounds=2, start_epoch=0, tolerance=0.1, metric="swd")
     fit(tmp_path, module, prune, epochs=3)
