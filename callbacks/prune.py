@@ -191,6 +191,8 @@ class Prune(CompressionCallback):
     @override
     def on_fit_start(self, trainer: Trainer, pl_module) -> None:
         super().on_fit_start(trainer, pl_module)
+        # asked once, not after every batch: a GAN's masks return after each of its steps (below)
+        self._masks_after_batch = not target_of(pl_module).gan_hooks
         if self.options.skip_layers is not None:
             self._skip = set(self.options.skip_layers)
         else:
@@ -227,7 +229,7 @@ class Prune(CompressionCallback):
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.batches_seen += 1
-        if not target_of(pl_module).gan_hooks:  # a GAN's masks return after each of its steps (below)
+        if self._masks_after_batch:
             self.reapply_masks(pl_module)
 
     @override
