@@ -116,7 +116,6 @@ class Distill(StateContract, GANCallback):
         self.feature_layers = feature_layers
         self.perceptual_layers = perceptual_layers
         self.network = network
-        self.student = student
         self.student_epoch = student_epoch
         self.replacement = None if student is None else StudentReplacement(student, student_epoch, teacher_ckpt)
         self.reset_state()

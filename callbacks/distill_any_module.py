@@ -30,7 +30,7 @@ def check_any_module(distill, trainer: Trainer, module) -> None:
         "--distill.teacher_ckpt": distill.teacher_ckpt is not None, "--distill.alignment_weight": w["alignment_weight"] > 0,
         "--distill.perceptual_weight": w["perceptual_weight"] > 0, "--distill.gan_weight": w["gan_weight"] != 1.0,
         "--distill.feature_layers": distill.feature_layers is not None, "--distill.perceptual_layers": distill.perceptual_layers is not None,
-        "--distill.student": distill.student is not None, "--distill.student_epoch": distill.student_epoch is not None,
+        "--distill.student": distill.replacement is not None, "--distill.student_epoch": distill.student_epoch is not None,
     }, f" (there the output term of {distill.network!r} against its copy from before compression is the only one)")
     if w["output_weight"] == 0:
         raise ConfigError(f"--distill.output_weight is 0, and on {type(module).__name__} the output term is the only one: set it > 0")
