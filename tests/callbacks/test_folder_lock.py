@@ -45,6 +45,7 @@ def other_process(tmp_path):
     proc.wait()
 
 
+@pytest.mark.slow  # a second process holds the lock
 def test_a_second_writer_is_refused_naming_the_process_that_holds_the_folder(other_process):
     folder, proc = other_process
     with pytest.raises(ConfigError, match=rf"^the checkpoint folder {folder} is being written by another run \(pid {proc.pid} on \S+, started .* UTC: .*python -c\);"
@@ -52,6 +53,7 @@ def test_a_second_writer_is_refused_naming_the_process_that_holds_the_folder(oth
         FolderLock(folder).acquire()
 
 
+@pytest.mark.slow  # a second process holds the lock
 def test_the_lock_of_a_killed_run_is_taken_over(other_process, caplog):
     folder, proc = other_process
     proc.send_signal(signal.SIGKILL)  # no Python cleanup: the kernel alone releases the lock
