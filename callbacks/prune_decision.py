@@ -19,7 +19,7 @@ from gan_lightning.compress.masks import Masks
 from gan_lightning.compress.pruning import PruneDecision, example_input, prunable_groups
 from gan_lightning.compress.schedules import Schedule
 from gan_lightning.compress.selection import units_to_keep, unstructured_masks
-from gan_lightning.compress.surgery import WEIGHTED, out_dim, trace
+from gan_lightning.compress.surgery import WEIGHTED, trace, weight_name
 
 
 def decide(
@@ -49,10 +49,10 @@ def decide(
         elif amount > 0:
             groups = prunable_groups(module, net, skip)
             network = getattr(module, net)
-            modules = dict(network.named_modules())
             # magnitude needs no data: the same on every rank, whose weights DDP keeps equal
-            scores = scores_of(net, [f"{g.producer}.weight" for g in groups], batches) if importance.needs_data else {}
-            units = {g.producer: importance.unit_scores(network, g, scores.get(f"{g.producer}.weight"), out_dim(modules[g.producer])) for g in groups}
+            weights = [weight_name(network, p.layer) for g in groups for p in g.producers]
+            scores = scores_of(net, weights, batches) if importance.needs_data else None
+            units = {g.producer: importance.unit_scores(network, g, scores) for g in groups}
             original = {g.producer: original_units[f"{net}.{g.producer}"] for g in groups}
             decision.keep[net] = units_to_keep(units, original, amount, options.ranking, options.round_to)
         if net == "generator" and options.latent_amount > 0:

@@ -27,6 +27,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from gan_lightning.compress.profiling import evaluating
+from gan_lightning.compress.surgery import out_dim, weight_name, weight_of
 
 Criterion = Literal["l1", "l2", "gradient", "taylor", "fisher", "obd"]
 # loss(params, real, z): the scored network's loss on a batch; with ``params`` (a dict of its
@@ -75,10 +76,16 @@ class Importance:
         randomness the criterion needs (after the caller drew ``latents`` from it)."""
         raise NotImplementedError
 
-    def unit_scores(self, network: nn.Module, group, element_scores: Optional[torch.Tensor], dim: int) -> torch.Tensor:
-        """One score per unit of a channel group (see gan_lightning.compress.surgery), from the
-        element scores of its producer's weight, whose units lie along ``dim``."""
-        return unit_scores(element_scores, dim, group.unit_size)
+    def unit_scores(self, network: nn.Module, group, element_scores: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """One score per unit of a channel group (see gan_lightning.compress.dependency): the
+        sum over its producers of their weights' element scores (keyed by parameter name)
+        over each unit, as a residual group's units are the sum of all its producers' outputs."""
+        total = torch.zeros(group.units)
+        for member in group.producers:
+            layer = network.get_submodule(member.layer)
+            score = element_scores[weight_name(network, member.layer)]
+            total += unit_scores(score, out_dim(layer), member.size).cpu()
+        return total
 
 
 class Magnitude(Importance):
@@ -93,18 +100,20 @@ class Magnitude(Importance):
         return {w: self._element(params[w]) for w in weights}
 
     def unit_scores(self, network, group, element_scores=None, dim=None) -> torch.Tensor:
-        """A BatchNorm/GroupNorm right after the producer normalizes its output, cancelling the
-        scale of the producer's weights: there the norm's own scale |gamma| says how much a unit
+        """A BatchNorm/GroupNorm that every consumer reads the units through cancels the scale of
+        the producers' weights: there the norm's own scale |gamma| says how much a unit
         contributes (network slimming, Liu et al. 2017). Ranking by the producer's weights
         instead keeps arbitrary channels, and a DCGAN generator pruned that way does not
-        recover. Without an affine norm it is the producer weights' norm."""
-        modules = dict(network.named_modules())
-        affine = [modules[n].weight for n in group.norms if getattr(modules[n], "weight", None) is not None]
-        if affine:
-            return unit_scores(self._element(affine[-1].float()), 0, group.unit_size, root=self.power == 2)
-        producer = modules[group.producer]
-        dim = 1 if isinstance(producer, nn.modules.conv._ConvTransposeNd) else 0
-        return unit_scores(self._element(producer.weight.float()), dim, group.unit_size, root=self.power == 2)
+        recover. Where some consumer reads the units directly (a residual stream feeding both
+        a block's normalized main path and its shortcut), it is the norm of all producers' weights."""
+        if group.scale_norm is not None and getattr(network.get_submodule(group.scale_norm), "weight", None) is not None:
+            member = next(m for m in group.norm_members if m.layer == group.scale_norm)
+            gamma = network.get_submodule(group.scale_norm).weight.float()
+            gamma = gamma[member.offset : member.offset + group.units * member.size]
+            return unit_scores(self._element(gamma), 0, member.size, root=self.power == 2)
+        scores = {weight_name(network, m.layer): self._element(weight_of(network.get_submodule(m.layer)).float()) for m in group.producers}
+        total = super().unit_scores(network, group, scores)
+        return total.sqrt() if self.power == 2 else total
 
 
 class L1(Magnitude):

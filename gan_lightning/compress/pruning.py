@@ -19,7 +19,7 @@ from torch import nn
 
 from gan_lightning.compress.profiling import batchnorm_momentum, batchnorms, evaluating, parameter_device
 from gan_lightning.compress.edits import Cut
-from gan_lightning.compress.surgery import ChannelGroup, out_dim, remove_inputs, remove_units, trace
+from gan_lightning.compress.surgery import ChannelGroup, cut_groups, in_dim, out_dim, remove_inputs, trace, weight_of
 from gan_lightning.errors import ConfigError
 
 
@@ -104,10 +104,8 @@ def cut_units(module, network: str, keep: dict[str, torch.Tensor], keep_inputs: 
     (positions among the units each layer has now) for the caller to record and announce."""
     example = example_input(module, network)
     for net in networks_of(module, network):
+        cut_groups(net, example, keep)
         graph = trace(net, example)
-        for group in graph.groups:
-            if group.producer in keep and len(keep[group.producer]) < group.units:
-                remove_units(net, group, keep[group.producer])
         if keep_inputs is not None and len(keep_inputs) < graph.input_features:
             remove_inputs(net, graph, keep_inputs)
         probe = example[:, : graph.input_features] if network == "generator" else example  # z may have shrunk
@@ -153,26 +151,49 @@ def zero_units(module, network: str, keep: dict[str, torch.Tensor], inputs: Opti
     """Make removed units output exactly zero (producer rows and bias, norm scale and shift),
     so the network computes what the physically cut one will, and the cut can wait."""
     for net in networks_of(module, network):
-        graph = trace(net, example_input(module, network))
-        modules = dict(net.named_modules())
-        for group in graph.groups:
-            if group.producer not in keep:
-                continue
-            dropped = torch.ones(group.units, dtype=torch.bool)
-            dropped[keep[group.producer]] = False
-            rows = dropped.repeat_interleave(group.unit_size)
-            producer = modules[group.producer]
-            producer.weight.index_fill_(out_dim(producer), rows.nonzero().view(-1).to(producer.weight.device), 0.0)
-            for name in ["bias", *[f"{n}.weight" for n in group.norms], *[f"{n}.bias" for n in group.norms]]:
-                owner, attr = (producer, name) if "." not in name else (modules[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1])
-                t = getattr(owner, attr, None)
+        mask_units(net, example_input(module, network), keep, inputs)
+
+
+@torch.no_grad()
+def mask_units(net: nn.Module, example: torch.Tensor, keep: dict[str, torch.Tensor], inputs: Optional[torch.Tensor] = None) -> None:
+    """:func:`zero_units` on one network, given an example of its input."""
+    graph = trace(net, example)
+    modules = dict(net.named_modules())
+    for group in graph.groups:
+        if group.producer not in keep:
+            continue
+        dropped = torch.ones(group.units, dtype=torch.bool)
+        dropped[keep[group.producer]] = False
+        for member in group.producers:
+            layer = modules[member.layer]
+            rows = _member_rows(member, dropped)
+            weight_of(layer).index_fill_(out_dim(layer), rows.nonzero().view(-1).to(layer.weight.device), 0.0)
+            if layer.bias is not None:
+                layer.bias[rows.to(layer.bias.device)] = 0.0
+        for member in group.consumers:  # their inputs are zero already; a spectral norm's sigma sees the columns
+            layer = modules[member.layer]
+            cols = _member_rows(member, dropped, weight_of(layer).shape[in_dim(layer)])
+            weight_of(layer).index_fill_(in_dim(layer), cols.nonzero().view(-1).to(layer.weight.device), 0.0)
+        for member in group.norm_members:  # shift too: a unit after a norm is zero only if beta is
+            norm = modules[member.layer]
+            for t in (getattr(norm, "weight", None), getattr(norm, "bias", None)):
                 if t is not None:
-                    t[rows.to(t.device)] = 0.0
-        if inputs is not None:
-            first = modules[graph.input_layer]
-            dropped = torch.ones(graph.input_features, dtype=torch.bool)
-            dropped[inputs] = False
-            first.weight[:, dropped.to(first.weight.device)] = 0.0
+                    t[_member_rows(member, dropped, len(t)).to(t.device)] = 0.0
+    if inputs is not None:
+        first = modules[graph.input_layer]
+        dropped = torch.ones(graph.input_features, dtype=torch.bool)
+        dropped[inputs] = False
+        weight_of(first)[:, dropped.to(first.weight.device)] = 0.0
+
+
+def _member_rows(member, dropped: torch.Tensor, total: Optional[int] = None) -> torch.Tensor:
+    """A layer's features (of ``total``) that belong to a group's dropped units."""
+    rows = dropped.repeat_interleave(member.size)
+    if total is None or total == len(rows):
+        return rows
+    out = torch.zeros(total, dtype=torch.bool)
+    out[member.offset : member.offset + len(rows)] = rows
+    return out
 
 
 def load_matching(module, state: dict[str, torch.Tensor], networks: list[str]) -> None:

@@ -1,60 +1,29 @@
 """Structured pruning that physically removes channels, neurons and latent inputs.
 
-A network is traced once (forward hooks, in execution order) into *channel groups*: the
-output units of one Linear or (transposed) convolution, the normalization layers that act
-on them, and the next layer whose inputs they feed. Removing unit ``i`` of a group slices
-
-- the producer's weight rows (dim 1 of a ConvTranspose weight) and bias,
-- the BatchNorm/GroupNorm parameters and running statistics of that unit,
-- the consumer's input columns.
-
-Where a Linear feeds a convolution through a reshape (the DCGAN stem, ``c*4*4`` features
-viewed as ``c x 4 x 4``), one unit is a whole feature map: ``4*4`` consecutive Linear outputs
-(and BatchNorm1d features). A Flatten between a convolution and a Linear (the DCGAN
-discriminator's head) is the same in reverse. Generic tools often skip such layers silently;
-here every group is checked to have shrunk, and anything that cannot be handled is refused.
-
-The supported networks are chains (each layer's output feeds only the next parametrized
-layer, through parameter-free operations), as built by :mod:`gan_lightning.networks`.
+Which units go together is read from the network's data flow by
+:mod:`gan_lightning.compress.dependency`: a group's units are cut out of every producer's
+output rows (dim 1 of a ConvTranspose weight) and bias, every normalization's parameters and
+running statistics, and every consumer's input columns, at each layer's own offset and unit
+size (a DCGAN stem's unit is a whole ``4x4`` feature map, ``16`` Linear outputs). A
+spectral-norm parametrized layer is cut in its original weight, and its power-iteration
+vectors are cut with it and re-converged, so the normalized weight stays what the rest of the
+weights imply. Every cut is checked to have shrunk its group; anything that cannot be handled
+is refused in one sentence.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
+from gan_lightning.compress.dependency import NORMS, WEIGHTED, ChannelGroup, Member, NetworkGraph, trace
 from gan_lightning.compress.lowrank import LowRank
-from gan_lightning.compress.profiling import COUNTED, forward_with_hooks
 from gan_lightning.errors import CheckpointError, ConfigError
 
-WEIGHTED = COUNTED  # the layers whose MACs are counted are the ones pruning acts on
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
-
-
-@dataclass
-class ChannelGroup:
-    """The units (output channels/neurons) of one layer and everything that shrinks with them."""
-
-    producer: str
-    units: int
-    unit_size: int  # producer outputs per unit (> 1 when a Linear feeds a feature map)
-    consumer: str
-    consumer_unit_size: int  # consumer inputs per unit (> 1 when a feature map is flattened into a Linear)
-    norms: list[str] = field(default_factory=list)
-
-
-@dataclass
-class NetworkGraph:
-    """The chain of a network: its weighted layers in order, the groups between them, and the
-    layer that reads the network input (whose input features are the latent dimensions)."""
-
-    layers: list[str]
-    groups: list[ChannelGroup]
-    input_layer: str
-    input_features: int
+__all__ = ["NORMS", "WEIGHTED", "ChannelGroup", "NetworkGraph", "trace", "remove_units", "remove_inputs", "apply_cut"]
 
 
 def out_dim(module: nn.Module) -> int:
@@ -66,69 +35,21 @@ def in_dim(module: nn.Module) -> int:
     return 0 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 1
 
 
-def _channels(module: nn.Module, which: str) -> int:
-    if isinstance(module, nn.Linear):
-        return module.out_features if which == "out" else module.in_features
-    return module.out_channels if which == "out" else module.in_channels
+def weight_name(network: nn.Module, layer: str) -> str:
+    """The parameter that holds ``layer``'s weight: the original of a parametrized (spectral
+    norm) weight, which is what training and scoring change."""
+    module = network.get_submodule(layer)
+    return f"{layer}.parametrizations.weight.original" if parametrize.is_parametrized(module, "weight") else f"{layer}.weight"
 
 
-@torch.no_grad()
-def trace(network: nn.Module, example: torch.Tensor) -> NetworkGraph:
-    """Trace ``network`` on ``example`` into its channel groups, or refuse it in one sentence."""
-    calls: list[tuple[str, nn.Module, torch.Size, torch.Size]] = []
-    names = {m: n for n, m in network.named_modules()}
-
-    def hook(module, inputs, output):
-        calls.append((names[module], module, inputs[0].shape, output.shape))
-
-    leaves = [m for m in network.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
-    for m in leaves:
-        if not isinstance(m, WEIGHTED + NORMS):
-            raise ConfigError(
-                f"structured pruning cannot handle layer {names[m]!r} of type {type(m).__name__} in"
-                f" {type(network).__name__}; supported: Linear, Conv, ConvTranspose, BatchNorm, GroupNorm"
-                " (or use --prune.granularity unstructured)"
-            )
-        if isinstance(m, nn.modules.conv._ConvNd) and m.groups != 1:
-            raise ConfigError(f"structured pruning cannot handle grouped convolution {names[m]!r}; use --prune.granularity unstructured")
-    forward_with_hooks(network, example, leaves, hook)
-    seen = [c[0] for c in calls]
-    if len(set(seen)) != len(seen):
-        raise ConfigError(f"structured pruning needs each layer of {type(network).__name__} to run once per forward pass")
-    weighted = [c for c in calls if isinstance(c[1], WEIGHTED)]
-    if not weighted:
-        raise ConfigError(f"{type(network).__name__} has no Linear or convolution layer to prune")
-    groups = []
-    for (p_name, p, _, p_out), (c_name, c, c_in, _) in zip(weighted, weighted[1:]):
-        units = _channels(p, "out")
-        per_sample_out, per_sample_in = p_out[1:].numel(), c_in[1:].numel()
-        if per_sample_out != per_sample_in:
-            raise ConfigError(
-                f"structured pruning needs {type(network).__name__} to be a chain, but {p_name!r} ({per_sample_out}"
-                f" outputs per sample) does not feed {c_name!r} ({per_sample_in} inputs); use --prune.granularity unstructured"
-            )
-        consumer_units = _channels(c, "in")
-        if isinstance(p, nn.Linear) and not isinstance(c, nn.Linear):  # Linear -> reshape -> conv
-            unit_size, consumer_unit_size, units = units // consumer_units, 1, consumer_units
-        elif not isinstance(p, nn.Linear) and isinstance(c, nn.Linear):  # conv -> flatten -> Linear
-            unit_size, consumer_unit_size = 1, consumer_units // units
-        else:
-            unit_size = consumer_unit_size = 1
-        between = calls[seen.index(p_name) + 1 : seen.index(c_name)]
-        norms = []
-        for n_name, norm, _, _ in between:
-            features = norm.num_channels if isinstance(norm, nn.GroupNorm) else norm.num_features
-            if isinstance(norm, nn.GroupNorm) and norm.num_groups not in (1, norm.num_channels):
-                raise ConfigError(f"structured pruning cannot shrink {n_name!r}: GroupNorm with {norm.num_groups} groups of several channels")
-            if features != units * unit_size:
-                raise ConfigError(f"structured pruning cannot match {n_name!r} ({features} features) to the {units} units of {p_name!r}")
-            norms.append(n_name)
-        groups.append(ChannelGroup(p_name, units, unit_size, c_name, consumer_unit_size, norms))
-    first_name, first = weighted[0][:2]
-    return NetworkGraph([w[0] for w in weighted], groups, first_name, _channels(first, "in"))
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """The stored weight (a parametrized layer's original), the one that masks and cuts edit."""
+    return module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight") else module.weight
 
 
 def _slice_param(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
+    if name == "weight" and parametrize.is_parametrized(module, "weight"):
+        module, name = module.parametrizations.weight, "original"
     param = getattr(module, name)
     if param is None:
         return
@@ -144,36 +65,91 @@ def _expand(keep: torch.Tensor, size: int) -> torch.Tensor:
     return (keep[:, None] * size + torch.arange(size)).reshape(-1)
 
 
+def _kept(member: Member, keep: torch.Tensor, units: int, total: int) -> torch.Tensor:
+    """The features of a layer kept when its share ``member`` of a group keeps units ``keep``;
+    the features before and after that share (other parts of a concatenation) all stay."""
+    end = member.offset + units * member.size
+    return torch.cat([torch.arange(member.offset), member.offset + _expand(keep, member.size), torch.arange(end, total)])
+
+
+def _features(module: nn.Module, which: str) -> int:
+    if isinstance(module, nn.Linear):
+        return module.out_features if which == "out" else module.in_features
+    if isinstance(module, NORMS):
+        return module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
+    return module.out_channels if which == "out" else module.in_channels
+
+
+def _set_features(module: nn.Module, which: str, n: int) -> None:
+    if isinstance(module, nn.Linear):
+        setattr(module, "out_features" if which == "out" else "in_features", n)
+    elif isinstance(module, nn.GroupNorm):
+        if module.num_groups == module.num_channels:
+            module.num_groups = n
+        module.num_channels = n
+    elif isinstance(module, NORMS):
+        module.num_features = n
+    else:
+        setattr(module, "out_channels" if which == "out" else "in_channels", n)
+
+
+@torch.no_grad()
+def _reconverge_spectral_norm(module: nn.Module, rows: Optional[torch.Tensor], cols: Optional[torch.Tensor]) -> None:
+    """Cut a spectral norm's power-iteration vectors with its weight and run the iteration again:
+    ``u`` lives on the output rows, ``v`` on the inputs times the kernel positions."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return
+    weight = module.parametrizations.weight.original
+    for norm in module.parametrizations.weight:
+        if not hasattr(norm, "_u"):
+            continue
+        u, v = norm._u, norm._v
+        per_input = weight[0, 0].numel() if weight.dim() > 2 else 1
+        if (rows is None or len(rows) == len(u)) and (cols is None or len(cols) * per_input == len(v)):
+            return  # nothing cut: the layer computes exactly what it did
+        if rows is not None:
+            u = u[rows.to(u.device)]
+        if cols is not None:
+            v = v.view(-1, per_input)[cols.to(v.device)].reshape(-1)
+        norm._u = nn.functional.normalize(u, dim=0, eps=norm.eps)
+        norm._v = nn.functional.normalize(v, dim=0, eps=norm.eps)
+        norm._power_method(norm._reshape_weight_to_matrix(weight), 15)
+
+
 def remove_units(network: nn.Module, group: ChannelGroup, keep: torch.Tensor) -> None:
     """Keep only units ``keep`` (sorted indices) of ``group``: a genuinely smaller network."""
     modules = dict(network.named_modules())
     keep = keep.sort().values.cpu()
-    producer, consumer = modules[group.producer], modules[group.consumer]
-    rows = _expand(keep, group.unit_size)
-    _slice_param(producer, "weight", out_dim(producer), rows)
-    _slice_param(producer, "bias", 0, rows)
-    if isinstance(producer, nn.Linear):
-        producer.out_features = len(rows)
-    else:
-        producer.out_channels = len(rows)
-    for name in group.norms:
-        norm = modules[name]
+    for member in group.producers:
+        layer = modules[member.layer]
+        rows = _kept(member, keep, group.units, _features(layer, "out"))
+        _slice_param(layer, "weight", out_dim(layer), rows)
+        _slice_param(layer, "bias", 0, rows)
+        _set_features(layer, "out", len(rows))
+        _reconverge_spectral_norm(layer, rows, None)
+    for member in group.norm_members:
+        norm = modules[member.layer]
+        rows = _kept(member, keep, group.units, _features(norm, "out"))
         for attr in ("weight", "bias", "running_mean", "running_var"):
             if hasattr(norm, attr):
                 _slice_param(norm, attr, 0, rows)
-        if isinstance(norm, nn.GroupNorm):
-            if norm.num_groups == norm.num_channels:
-                norm.num_groups = len(rows)
-            norm.num_channels = len(rows)
-        else:
-            norm.num_features = len(rows)
-    cols = _expand(keep, group.consumer_unit_size)
-    _slice_param(consumer, "weight", in_dim(consumer), cols)
-    if isinstance(consumer, nn.Linear):
-        consumer.in_features = len(cols)
-    else:
-        consumer.in_channels = len(cols)
+        _set_features(norm, "out", len(rows))
+    for member in group.consumers:
+        layer = modules[member.layer]
+        cols = _kept(member, keep, group.units, _features(layer, "in"))
+        _slice_param(layer, "weight", in_dim(layer), cols)
+        _set_features(layer, "in", len(cols))
+        _reconverge_spectral_norm(layer, None, cols)
     group.units = len(keep)
+
+
+def cut_groups(network: nn.Module, example: torch.Tensor, keep: dict[str, torch.Tensor]) -> None:
+    """Cut each named group (by its first producer) down to its kept units, tracing again after
+    each cut: a cut moves the offsets of the other parts of a concatenation."""
+    for layer, kept in keep.items():
+        group = {g.producer: g for g in trace(network, example).groups}.get(layer)
+        if group is not None and group.units > len(kept):
+            remove_units(network, group, kept)
 
 
 def remove_inputs(network: nn.Module, graph: NetworkGraph, keep: torch.Tensor) -> None:
@@ -206,9 +182,9 @@ def apply_cut(network: nn.Module, example: torch.Tensor, units: dict[str, list[i
                 f"layer {layer!r} is recorded as cut but {type(network).__name__} has no such layer with units to cut at that point:"
                 " use the network settings it was trained with"
             )
-        if group.units > len(keep):
+        if group.units > len(keep):  # otherwise cut before: replaying a rebuilt network changes nothing
             _check_positions(network, layer, keep, group.units)
-            remove_units(network, group, torch.tensor(keep, dtype=torch.long))
+    cut_groups(network, example, {layer: torch.tensor(keep, dtype=torch.long) for layer, keep in units.items()})
     if inputs is not None and graph.input_features > len(inputs):
         _check_positions(network, INPUT_KEY, inputs, graph.input_features)
         remove_inputs(network, graph, torch.tensor(inputs, dtype=torch.long))

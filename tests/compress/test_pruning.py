@@ -259,10 +259,10 @@ def test_magnitude_ranks_units_behind_batchnorm_by_its_scale_not_by_the_cancelle
 
 
 def test_a_layer_left_unshrunk_stops_the_cut_instead_of_passing_silently(monkeypatch):
-    import gan_lightning.compress.pruning as pruning
+    import gan_lightning.compress.surgery as surgery
 
-    real = pruning.remove_units
-    monkeypatch.setattr(pruning, "remove_units", lambda net, group, keep: None if group.producer == "blocks.0" else real(net, group, keep))
+    real = surgery.remove_units
+    monkeypatch.setattr(surgery, "remove_units", lambda net, group, keep: None if group.producer == "blocks.0" else real(net, group, keep))
     module = GANModule(DCGANGenerator(z_dim=4, image_size=16, width=4), DCGANDiscriminator(image_size=16, width=4))
     keep = _drop_every_other(module, "generator")
     with pytest.raises(RuntimeError, match="did not shrink generator layer\\(s\\) blocks.0"):
