@@ -24,6 +24,7 @@ from callbacks.state import StateContract
 from callbacks.target import target_of
 from gan_lightning.compress.profiling import interleaved_latency_ms, network_cost
 from gan_lightning.compress.pruning import example_input
+from gan_lightning.compress.surgery import layer_of
 from gan_lightning.core.hooks import GANCallback
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
@@ -142,7 +143,10 @@ def forget_best_checkpoints(trainer: Trainer) -> list[str]:
 
 def dense_weight_counts(module, networks: list[str]) -> dict[str, int]:
     """Weight elements per layer of the untouched networks, the reference every sparsity is measured against."""
-    return {f"{net}.{name}": p.numel() for net in networks for name, p in getattr(module, net).named_parameters() if name.endswith("weight") and p.dim() > 1}
+    return {
+        f"{net}.{name}": p.numel() for net in networks for name, p in getattr(module, net).named_parameters()
+        if (name.endswith("weight") or layer_of(name) != name) and p.dim() > 1  # spectral-norm parametrized or not
+    }
 
 
 def summary_key(network: str, quantity: str) -> str:
@@ -240,7 +244,7 @@ def report_event(
             nonzero = int(w.count_nonzero()) if w is not None else 0
             removed[net] += n_dense - nonzero
             total[net] += n_dense
-            layer = name.rsplit(".", 1)[0]
+            layer = layer_of(name)
             macs = cost.layers[layer].macs if layer in cost.layers else 0
             shape = "x".join(map(str, w.shape)) if w is not None else "removed"
             rows.append([event, net, layer, shape, n_dense, w.numel() if w is not None else 0, nonzero, round(1 - nonzero / n_dense, 4), macs])

@@ -26,6 +26,7 @@ from gan_lightning.compress.lowrank import PLAN_COLUMNS, LowRank, RankMode, cand
 from gan_lightning.compress.profiling import output_layer
 from gan_lightning.compress.pruning import example_input
 from gan_lightning.compress.schedules import event_epoch
+from gan_lightning.compress.surgery import layer_of
 from gan_lightning.core.hooks import architecture_changed
 from gan_lightning.core.lightning_private import logging_step
 from gan_lightning.core.loggers import log_table
@@ -228,7 +229,7 @@ class LowRankFactorization(CompressionCallback):
         out: dict[str, int] = {}
         for key, count in self.dense.items():
             net, name = key.split(".", 1)
-            layer = name.rsplit(".", 1)[0]
+            layer = layer_of(name)
             try:
                 owner = getattr(module, net).get_submodule(layer)
             except AttributeError:

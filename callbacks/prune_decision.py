@@ -43,7 +43,7 @@ def decide(
         amount = plan.target(event, options.amounts[net])
         if options.granularity == "unstructured" and amount > 0:
             layers = [n for n, m in getattr(module, net).named_modules() if isinstance(m, WEIGHTED) and f"{net}.{n}" not in skip]
-            scores = scores_of(net, [f"{n}.weight" for n in layers], batches)
+            scores = scores_of(net, [weight_name(getattr(module, net), n) for n in layers], batches)
             new = unstructured_masks(scores, amount, options.ranking, masks.of(net), network=net)
             decision.masks.update({f"{net}.{k}": v.cpu() for k, v in new.items()})
         elif amount > 0:
@@ -57,7 +57,7 @@ def decide(
             decision.keep[net] = units_to_keep(units, original, amount, options.ranking, options.round_to)
         if net == "generator" and options.latent_amount > 0:
             graph = trace(module.generator, example_input(module, "generator"))
-            first = f"{graph.input_layer}.weight"
+            first = weight_name(module.generator, graph.input_layer)
             score = scores_of(net, [first], batches)[first]
             per_input = score.float().sum(0)  # a Linear's weight is (out, in): one column per latent
             keep = max(1, round((1 - plan.target(event, options.latent_amount)) * original_z))

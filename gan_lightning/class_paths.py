@@ -20,7 +20,8 @@ from gan_lightning.errors import CheckpointError
 
 ENV = "GAN_LIGHTNING_ALLOW_CLASSES"
 PROJECT_NETWORKS = frozenset(
-    f"gan_lightning.networks.{name}" for name in ("MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator")
+    f"gan_lightning.networks.{name}"
+    for name in ("MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "ResNetGenerator", "ResNetDiscriminator")
 )
 _allowed_by_code: set[str] = set()
 

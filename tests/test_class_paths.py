@@ -69,3 +69,17 @@ def test_generate_takes_allow_class_from_the_command_line(user_export, tmp_path,
     assert not (tmp_path / "a").exists()
     assert generate_command.main(["--source", str(path), "--out", str(tmp_path / "b"), "--num_samples", "2", "--allow_class", USER]) == 0
     assert len(list((tmp_path / "b").glob("*.png"))) == 2
+
+
+def test_every_network_of_the_project_is_on_the_allow_list():
+    import inspect
+
+    from torch import nn
+
+    from gan_lightning import networks
+
+    public = {
+        f"gan_lightning.networks.{name}" for name, cls in inspect.getmembers(networks, inspect.isclass)
+        if issubclass(cls, nn.Module) and cls.__module__ == networks.__name__ and not name.startswith("_")
+    }
+    assert public and public <= class_paths.PROJECT_NETWORKS  # a checkpoint of any of them loads without --allow_class

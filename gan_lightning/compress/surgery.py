@@ -42,6 +42,11 @@ def weight_name(network: nn.Module, layer: str) -> str:
     return f"{layer}.parametrizations.weight.original" if parametrize.is_parametrized(module, "weight") else f"{layer}.weight"
 
 
+def layer_of(weight: str) -> str:
+    """The layer a weight parameter's name belongs to (the inverse of :func:`weight_name`)."""
+    return weight.removesuffix(".parametrizations.weight.original").removesuffix(".weight")
+
+
 def weight_of(module: nn.Module) -> torch.Tensor:
     """The stored weight (a parametrized layer's original), the one that masks and cuts edit."""
     return module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight") else module.weight
