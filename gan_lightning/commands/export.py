@@ -3,13 +3,17 @@
     python -m gan_lightning.commands.export --ckpt_path runs/.../checkpoints/last.ckpt --out g.pt             # compact
     python -m gan_lightning.commands.export --ckpt_path ... --out g.onnx                                    # needs the export extra
     python -m gan_lightning.commands.export --ckpt_path ... --out g.ts                                      # TorchScript
+    python -m gan_lightning.commands.export --ckpt_path ... --out g_int8.onnx --quantize int8               # int8 (ONNX only)
 
 Every format holds the sampling generator only (the EMA copy when the run keeps one), with
 pruning masks already in its weights; the discriminator, a distillation teacher and its
 adapters stay behind. ``compact`` is the gan-lightning format (each tensor in its smallest
 encoding; ``gan_lightning.load_exported`` rebuilds it). ``torchscript`` and ``onnx`` run
 without gan-lightning and are checked against the PyTorch generator before they are kept.
-Each file gets a model card beside it, ``<out>.card.json``.
+Each file gets a model card beside it, ``<out>.card.json``. ``--quantize int8`` writes an int8
+ONNX file (ONNX Runtime's static quantization, calibrated on latents from the prior; see
+:mod:`gan_lightning.deploy.quantize`) and records the calibration and the measured agreement
+with the fp32 generator in the card.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.card import card_path, cost_entry, model_card, sha256, write_card
 from gan_lightning.deploy.inference import for_inference
+from gan_lightning.deploy.quantize import MODES as QUANTIZE_MODES
+from gan_lightning.deploy.quantize import Calibration, check_quantize, quantization_tools, summary_line, write_quantized
 from gan_lightning.deploy.runtimes import RUNTIMES, latents, write_verified
 from gan_lightning.errors import CheckpointError, ConfigError
 
@@ -86,17 +92,22 @@ def load_for_export(ckpt_path: str | Path) -> tuple[GANModule, dict[str, Any], d
 
 
 def export_checkpoint(
-    ckpt_path: str | Path, out: str | Path, fmt: Optional[str] = None, sparse: bool = True, overwrite: bool = False, rewrite: bool = False
+    ckpt_path: str | Path, out: str | Path, fmt: Optional[str] = None, sparse: bool = True, overwrite: bool = False, rewrite: bool = False,
+    quantize: Optional[str] = None, calibration: Calibration = Calibration(),
 ) -> dict[str, Any]:
     """Export the sampling generator of a train.py checkpoint in ``fmt`` (default: the one
     ``out``'s suffix names, see :func:`format_for`) and write its model card; returns the card
     (the compact format's size report is under ``"sizes"``). ``rewrite`` applies
-    :func:`~gan_lightning.deploy.inference.for_inference` first (TorchScript/ONNX only)."""
+    :func:`~gan_lightning.deploy.inference.for_inference` first (TorchScript/ONNX only);
+    ``quantize`` (``int8``, ``int8-dynamic``; ONNX only) writes an int8 file calibrated on ``calibration``."""
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     fmt = format_for(Path(out), fmt)
     if rewrite and fmt == "compact":
         raise ConfigError("--inference_rewrite applies to --format torchscript or onnx; the compact format stores the generator as trained")
+    check_quantize(quantize, fmt)
+    if quantize:
+        quantization_tools()  # missing onnxruntime: one sentence before the checkpoint is read
     ckpt_path, out = Path(ckpt_path), Path(out)
     _refuse_overwrite([out, card_path(out)], ckpt_path, overwrite)
     if not out.parent.is_dir():
@@ -104,13 +115,17 @@ def export_checkpoint(
     module, checkpoint, spec = load_for_export(ckpt_path)
     generator = module.sampling_generator.eval()
     configured, build_z = configured_generator(module, spec)
-    sizes = verification = None
+    sizes = verification = quantization = None
     if fmt == "compact":
         sizes = asdict(export_generator(module, out, spec=spec, sparse=sparse, checkpoint_path=ckpt_path))
     else:
         metadata = {"z_dim": module.z_dim, "generator": module.edits.spec("generator", spec)}
         written = for_inference(generator) if rewrite else generator
-        verification = asdict(write_verified(written, module.z_dim, out, fmt, metadata, reference=generator))
+        if quantize:
+            checked, quantization = write_quantized(written, module.z_dim, out, quantize, metadata, calibration, reference=generator)
+            verification = asdict(checked)
+        else:
+            verification = asdict(write_verified(written, module.z_dim, out, fmt, metadata, reference=generator))
         verification["inference_rewrite"] = rewrite
     architecture = {
         **module.edits.spec("generator", spec),  # a student's, when one replaced the configured generator
@@ -128,6 +143,7 @@ def export_checkpoint(
         verification=verification,
         source={"checkpoint": str(ckpt_path), "sha256": sha256(ckpt_path), "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")},
         training_config=training_config(ckpt_path, checkpoint),
+        quantization=quantization,
     )
     card["sizes"] = sizes
     card["card_path"] = str(write_card(card, out))
@@ -144,6 +160,8 @@ def summary(card: dict[str, Any]) -> str:
     if card["verification"]:
         v = card["verification"]
         lines.append(f"verified: max |difference| {v['max_abs_diff']:.2g} from the PyTorch generator on {v['batch']} fixed latents (tolerance {v['tolerance']:g})")
+    if card.get("quantization"):
+        lines.append(summary_line(card["quantization"]))
     if quality:
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in quality["metrics"].items() if k in ("val/fid", "val/kid", "val/swd", "val/modes"))
         lines.append(f"quality at step {quality['step']}: {metrics} ({quality['features']} features, {quality['num_fake']} generated vs {quality['num_real']} {quality['real_split']} samples)")
@@ -163,12 +181,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace --out and its card if they exist")
     parser.add_argument("--inference_rewrite", action="store_true",
                         help="torchscript/onnx: fold BatchNorm and put the image layer in sub-pixel form (exact; speed varies, see docs/deploy.md)")
+    parser.add_argument("--quantize", choices=QUANTIZE_MODES, default=None,
+                        help="onnx only: int8 (static, QDQ: int8 weights and activations, calibrated on latents; transposed convolutions put in"
+                        " sub-pixel form, which ONNX Runtime runs in int8) or int8-dynamic (int8 weights of Linear/MatMul/Gemm layers only;"
+                        " convolutions stay float); see docs/deploy.md")
+    parser.add_argument("--calibration_batches", type=int, default=Calibration.batches, help="--quantize int8: batches of latents to calibrate on")
+    parser.add_argument("--calibration_batch_size", type=int, default=Calibration.batch_size, help="--quantize int8: latents per calibration batch")
+    parser.add_argument("--calibration_seed", type=int, default=Calibration.seed, help="--quantize int8: seed of the calibration latents")
     add_allow_class_flag(parser)
     args = parser.parse_args(argv)
     allow_classes(args.allow_class)
 
     def export() -> None:
-        card = export_checkpoint(args.ckpt_path, args.out, args.format, sparse=not args.dense, overwrite=args.overwrite, rewrite=args.inference_rewrite)
+        calibration = Calibration(args.calibration_batches, args.calibration_batch_size, args.calibration_seed)
+        card = export_checkpoint(args.ckpt_path, args.out, args.format, sparse=not args.dense, overwrite=args.overwrite, rewrite=args.inference_rewrite,
+                                 quantize=args.quantize, calibration=calibration)
         if card["sizes"]:
             print(ExportReport(**card["sizes"]).table())
         print(summary(card))

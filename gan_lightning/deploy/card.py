@@ -8,6 +8,9 @@ with more, partly zero, MACs), against the generator as configured (built fresh 
 class path) for the reduction. The quality entry is the last measurement of the training run, with the feature
 space, sample counts, real split and latent seed it was made with, and the step it was made at
 (which may precede the checkpoint's step); it is ``null`` when the run measured nothing.
+An int8 file's card also holds its quantization (:mod:`gan_lightning.deploy.quantize`): mode,
+format, calibration latents and seed, and its agreement with the fp32 generator measured at
+export time (``null`` for an fp32 file); its cost and quality entries are the fp32 generator's.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def model_card(
     verification: Optional[dict[str, Any]],
     source: dict[str, Any],
     training_config: Optional[dict[str, Any]],
+    quantization: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -83,6 +87,7 @@ def model_card(
         "cost": cost,
         "quality": quality,
         "verification": verification,
+        "quantization": quantization,
         "source": source,
         "training_config": training_config,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import pytest
 import torch
@@ -110,3 +111,42 @@ def test_an_onnx_name_without_format_writes_onnx(tmp_path, distilled):
     assert export_command.main(["--ckpt_path", str(distilled), "--out", str(out)]) == 0
     assert out.read_bytes()[:2] != b"PK"  # not a torch zip archive
     assert load_runtime(out).z_dim == 8
+
+
+def test_an_int8_export_records_its_quantization_and_stays_close_to_the_checkpoint(tmp_path, distilled, capsys):
+    out, fp32 = tmp_path / "g_int8.onnx", tmp_path / "g.onnx"
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(out), "--quantize", "int8", "--calibration_batches", "4", "--calibration_batch_size", "8", "--calibration_seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "quantized: int8 (QDQ), calibrated on 32 latents (4 batches of 8, seed 3); against the fp32 generator on 256 fixed latents" in printed
+    assert "FID not measured" in printed
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(fp32)]) == 0
+    card = json.loads((tmp_path / "g_int8.onnx.card.json").read_text())
+    record = card["quantization"]
+    assert record["mode"] == "int8" and record["format"] == "QDQ" and record["bytes"] == out.stat().st_size
+    assert record["calibration"] == {"latents": 32, "batches": 4, "batch_size": 8, "seed": 3, "distribution": "standard normal"}
+    assert record["fid"] is None and json.loads((tmp_path / "g.onnx.card.json").read_text())["quantization"] is None
+    assert card["sha256"] == sha(out) and card["verification"]["max_abs_diff"] <= card["verification"]["tolerance"]
+    assert record["nodes"]["QuantizeLinear"] > 0 and record["nodes"]["DequantizeLinear"] > 0
+
+    module = GANModule.load_from_checkpoint(distilled, map_location="cpu").eval()
+    z = module.sample_z(64, seed=2)
+    with torch.no_grad():
+        got, expected = load_runtime(out)(z), module.sampling_generator(z)
+    psnr = 10 * math.log10(4 / float((got - expected).pow(2).mean()))
+    # int8 rounding of weights and activations: ~1% of the range per layer (see tests/deploy/test_quantize.py)
+    assert psnr > 30 and abs(psnr - record["agreement_with_fp32"]["psnr_db"]) < 6  # other latents, same quality
+
+
+def test_quantization_is_refused_for_other_formats_and_unknown_modes(tmp_path, distilled, capsys):
+    for name, fmt in (("g.ts", "torchscript"), ("g.pt", "compact")):
+        assert export_command.main(["--ckpt_path", str(distilled), "--out", str(tmp_path / name), "--format", fmt, "--quantize", "int8"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --quantize int8 applies to --format onnx only: PyTorch has no maintained int8 path for ConvTranspose2d")
+        assert err.endswith("so export with --format onnx") and not (tmp_path / name).exists()
+    with pytest.raises(SystemExit):
+        export_command.main(["--ckpt_path", str(distilled), "--out", str(tmp_path / "g.onnx"), "--quantize", "int4"])
+    err = capsys.readouterr().err  # argparse quotes the choices or not, by Python version
+    assert "argument --quantize: invalid choice: 'int4' (choose from " in err and "int8-dynamic" in err
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(tmp_path / "g.onnx"), "--quantize", "int8", "--calibration_batches", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --calibration_batches and --calibration_batch_size must be >= 1, got 0 and 16"
+    assert list(tmp_path.iterdir()) == []
