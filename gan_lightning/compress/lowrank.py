@@ -44,6 +44,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
+from torch.nn.utils.parametrize import is_parametrized, type_before_parametrizations
 
 from gan_lightning.compress.profiling import COUNTED, network_cost
 from gan_lightning.errors import CheckpointError, ConfigError
@@ -142,12 +144,15 @@ def factorize(layer: nn.Module, rank: int, weights: bool = True) -> LowRank:
     w = layer.weight
     bias = layer.bias is not None
     factory = dict(device=w.device, dtype=w.dtype)
+    # a parametrized layer's class is torch's generated Parametrized<Layer>, which cannot be built
+    # without its parametrizations: the factors are plain layers of the class it was made from
+    kind = type_before_parametrizations(layer)
     if isinstance(layer, nn.Linear):
         first = nn.Linear(layer.in_features, rank, bias=False, **factory)
         second = nn.Linear(rank, layer.out_features, bias=bias, **factory)
     elif isinstance(layer, CONV):
         d = len(layer.kernel_size)
-        first = type(layer)(
+        first = kind(
             layer.in_channels, rank, layer.kernel_size, stride=layer.stride, padding=layer.padding,
             dilation=layer.dilation, bias=False, padding_mode=layer.padding_mode, **factory,
         )
@@ -155,7 +160,7 @@ def factorize(layer: nn.Module, rank: int, weights: bool = True) -> LowRank:
     else:
         d = len(layer.kernel_size)
         first = _POINTWISE[d](layer.in_channels, rank, 1, bias=False, **factory)
-        second = type(layer)(
+        second = kind(
             rank, layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
             output_padding=layer.output_padding, dilation=layer.dilation, bias=bias, **factory,
         )
@@ -181,7 +186,29 @@ def factorize(layer: nn.Module, rank: int, weights: bool = True) -> LowRank:
             second.weight.copy_(left.reshape(second.weight.shape))
         if bias:
             second.bias.copy_(layer.bias)
+    _keep_spectral_norm(layer, (first, second))
     return LowRank(first, second).requires_grad_(w.requires_grad)  # frozen copies (the EMA) stay frozen
+
+
+def _keep_spectral_norm(layer: nn.Module, factors: tuple[nn.Module, nn.Module]) -> None:
+    """A spectral-normalized layer (an SNGAN discriminator's) keeps its Lipschitz bound: each
+    factor is spectral-normalized too, so their product's norm is at most 1. The factors hold
+    the normalized weight's SVD with sqrt(S) on each side, whose largest singular value is
+    sqrt(1) = 1, so the normalization leaves them (and the layer's output) as they are."""
+    if not is_parametrized(layer, "weight"):
+        return
+    norms = [p for p in layer.parametrizations.weight if isinstance(p, _SpectralNorm)]
+    if norms:
+        for factor in factors:
+            spectral_norm(factor, n_power_iterations=norms[0].n_power_iterations, eps=norms[0].eps)
+            # exact singular vectors rather than 15 power iterations, which converge slowly on
+            # sqrt(S)'s close singular values (a full-rank factor was off by up to 2%)
+            sn = factor.parametrizations.weight[0]
+            matrix = sn._reshape_weight_to_matrix(factor.parametrizations.weight.original).detach().double().cpu()
+            if matrix.abs().max() > 0:  # not a shapes-only rebuild, whose vectors a state_dict brings
+                u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+                sn._u.copy_(u[:, 0].to(sn._u))
+                sn._v.copy_(vh[0].to(sn._v))
 
 
 @dataclass
@@ -234,7 +261,7 @@ def plan_ranks(network: nn.Module, example: torch.Tensor, mode: RankMode, value:
             go, reason = False, f"no MAC saving (needs rank < {m * n / (m + n):.1f})"
         else:
             go, reason = True, ""
-        plans.append(LayerPlan(name, type(layer).__name__, f"{m}x{n}", len(s), rank, energy_kept(s, rank), macs, after, go, reason))
+        plans.append(LayerPlan(name, type_before_parametrizations(layer).__name__, f"{m}x{n}", len(s), rank, energy_kept(s, rank), macs, after, go, reason))
     return plans
 
 
