@@ -156,20 +156,35 @@ def targets(rows: list[dict], dense: dict, teacher: dict) -> list[dict]:
     return out
 
 
+def print_row(label: str, row: dict, dense: dict) -> None:
+    """One finished run, as it lands, beside the dense reference."""
+    print(f"  {label} x{row['mac_reduction']:<6} FID {row['fid']:8.2f} ± {row['fid_std']:.2f}  modes {row['modes']:g}"
+          f"  (dense {dense['fid']:.2f} ± {dense['fid_std']:.2f}, modes {dense['modes']:g})", flush=True)
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The benchmark's own flags, and those after ``--`` that go to every train.py run."""
+    return (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+
+
+def add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    """The evaluate command's sample counts and seeds, as every path benchmark takes them."""
+    parser.add_argument("--eval_seeds", default="0,1,2", help="latent seeds of the evaluate command (FID mean and std)")
+    parser.add_argument("--num_fake", type=int, default=5000)
+    parser.add_argument("--num_real", type=int, default=2000)
+    parser.add_argument("--real_split", default="all", choices=("val", "train", "all"))
+
+
 def main() -> None:
     argv = sys.argv[1:]
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
+    own, extra = split_argv(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dense_epochs", type=int, default=10, help="D: epochs before the compression event")
     parser.add_argument("--after_epochs", type=int, default=10, help="A: epochs after it (every run trains D + A in all)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (--seed_everything)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--forms", default=",".join(FORMS), help="one_run, resume or both")
-    parser.add_argument("--eval_seeds", default="0,1,2", help="latent seeds of the evaluate command (FID mean and std)")
-    parser.add_argument("--num_fake", type=int, default=5000)
-    parser.add_argument("--num_real", type=int, default=2000)
-    parser.add_argument("--real_split", default="all", choices=("val", "train", "all"))
+    add_evaluation_flags(parser)
     parser.add_argument("--tag", default="digits", help="the dataset's name in the table and the work folder")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "compress_paths")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "compress_paths.json")
@@ -198,8 +213,7 @@ def main() -> None:
                 start = ["--ckpt_path", str(dense_d)] if form == "resume" else []
                 ckpt = train(work / f"{form}-{variant}", [*base, *start, *flags], work / f"{form}-{variant}.log")
                 rows.append({"form": form, "variant": variant, **record(f"{form}-{variant}", ckpt, args, dense["g_macs"])})
-                print(f"  {form:8s} {variant:11s} x{rows[-1]['mac_reduction']:<6} FID {rows[-1]['fid']:8.2f} ± {rows[-1]['fid_std']:.2f}"
-                      f"  modes {rows[-1]['modes']:g}  (dense {dense['fid']:.2f} ± {dense['fid_std']:.2f}, modes {dense['modes']:g})", flush=True)
+                print_row(f"{form:8s} {variant:11s}", rows[-1], dense)
         result["seeds"][str(seed)] = {"dense": dense, "teacher": teacher, "rows": rows, "targets": targets(rows, dense, teacher)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))

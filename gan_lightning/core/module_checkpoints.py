@@ -49,7 +49,8 @@ class CheckpointedModule:
             decay = checkpoint.get("hyper_parameters", {}).get("ema_decay")
             return f"the checkpoint holds an EMA generator but --model.ema_decay is null: resume with --model.ema_decay {decay}"
         # auxiliary modules belong to the callbacks that attach them (and check them)
-        problems = state_dict_mismatches({k: v for k, v in state.items() if not k.startswith("auxiliary.")}, self.state_dict())
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith("auxiliary.")}
+        problems = state_dict_mismatches({k: v for k, v in state.items() if not k.startswith("auxiliary.")}, own)
         if problems:
             return (
                 "the checkpoint was saved from a different architecture than the configured model ("
@@ -95,9 +96,29 @@ class CheckpointedModule:
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("auxiliary.") and k not in own]:
             del state[key]
+        # Modules a callback of this run attached that the checkpoint never had (distillation's
+        # adapters, added when resuming a compressed run): they start as the callback built them,
+        # and join the end of the generator optimizer's group (configure_optimizers puts them
+        # there) with fresh moments.
+        new = [k for k in own if k.startswith("auxiliary.") and k not in state]
+        for key in new:
+            state[key] = own[key]
+        params = {f"auxiliary.{name}" for name, _ in self.auxiliary.named_parameters()}
+        _extend_generator_group(checkpoint, sum(1 for k in new if k in params))
         # load_from_checkpoint builds the networks outside LightningCLI, so this model's hparams
         # lack their class paths; without them a checkpoint saved from it could not be loaded.
         saved = checkpoint.get("hyper_parameters", {})
         for key in ("generator", "discriminator", "_instantiator"):
             if key in saved and key not in self.hparams:
                 self.hparams[key] = saved[key]
+
+
+def _extend_generator_group(checkpoint: dict[str, Any], count: int) -> None:
+    """Add ``count`` parameters without state to the end of the saved generator optimizer's
+    group, so it loads into an optimizer that holds that many more."""
+    states = checkpoint.get("optimizer_states") or []
+    if not count or not states:
+        return
+    groups = states[0]["param_groups"]
+    start = max((i for g in groups for i in g["params"]), default=-1) + 1
+    groups[-1]["params"] = [*groups[-1]["params"], *range(start, start + count)]

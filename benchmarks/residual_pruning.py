@@ -1,0 +1,207 @@
+"""Structured pruning of the SNGAN ResNet generator: ours against Torch-Pruning, same network, same MACs.
+
+The dense generator is trained with the user's command (``train.py --config sngan``, D epochs,
+then the same run resumed to D + A epochs as the dense reference). At each MAC reduction of
+``--reductions`` (about 2x, 4x, 8x), two decisions of *which* channels go, each followed by
+the *same* A epochs of fine-tuning through ``train.py``, with and without ``distill``:
+
+- ``ours``: the user's path, ``train.py --ckpt_path dense-D/last.ckpt --callbacks prune[,distill]
+  --prune.generator_amount a`` (the event at epoch D), ``a`` found by bisection so the pruned
+  generator has the target MACs;
+- ``tp``: Torch-Pruning (``MetaPruner``, ``GroupMagnitudeImportance(p=2)``, its default, the last
+  conv ignored) decides on the dense-D generator at the ratio that gives the same MACs as ours
+  (bisection on MACs measured after the cut); its choice is executed by the project's surgery and
+  recorded as an edit in a copy of dense-D's checkpoint (the generator's Adam moments reset, as a
+  cut's new shapes require), which ``train.py --ckpt_path`` then fine-tunes, with ``distill``
+  taught by dense-D (``--distill.teacher_ckpt``), exactly as ours is.
+
+Torch-Pruning is installed for this benchmark only (``pip install torch-pruning``); it is not a
+project dependency. FID, KID, precision/recall and classes covered come from
+``python -m gan_lightning.commands.evaluate`` on each final checkpoint (mean and std over
+``--eval_seeds``). A difference inside the FID std is not a result. Targets (printed, never tuned
+for): at equal MACs ours is at least as good as Torch-Pruning's; at >= 8x with ``distill``, FID
+<= 1.10x the dense generator's.
+
+    python benchmarks/residual_pruning.py --seeds 0 --out benchmarks/results/residual_pruning_digits.json
+    # smoke: python benchmarks/residual_pruning.py --dense_epochs 1 --after_epochs 1 --reductions 4 --num_fake 200 \\
+    #     --eval_seeds 0,1 --work /tmp/rp_smoke --out /tmp/rp_smoke.json -- --trainer.limit_train_batches 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compress_paths import REPO, add_evaluation_flags, print_row, record, split_argv, train  # noqa: E402  (the same runner and evaluation as every path benchmark)
+
+from gan_lightning.compress.profiling import network_cost  # noqa: E402
+from gan_lightning.compress.pruning import cut_units  # noqa: E402
+from gan_lightning.compress.surgery import cut_groups, trace  # noqa: E402
+from gan_lightning.core.module import GANModule  # noqa: E402
+
+CONFIG = ["--config", "sngan"]
+
+
+def _load(ckpt: Path) -> GANModule:
+    return GANModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+
+
+def _macs(generator: torch.nn.Module, z_dim: int) -> int:
+    return network_cost(generator, torch.zeros(2, z_dim)).macs
+
+
+def _ours_at(generator: torch.nn.Module, z_dim: int, amount: float) -> int:
+    """MACs after the prune callback's cut at ``amount`` (same units per group; which units does not change MACs)."""
+    g, z = copy.deepcopy(generator), torch.zeros(2, z_dim)
+    cut_groups(g, z, {grp.producer: torch.arange(max(1, round(grp.units * (1 - amount)))) for grp in trace(g, z).groups})
+    return _macs(g, z_dim)
+
+
+def _tp_keep(generator: torch.nn.Module, z_dim: int, ratio: float) -> dict[str, torch.Tensor]:
+    """Torch-Pruning's choice at ``ratio``, as the units each of the project's groups keeps."""
+    import torch_pruning as tp
+
+    g, z = copy.deepcopy(generator).eval(), torch.randn(2, z_dim)
+    last = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    pruner = tp.pruner.MetaPruner(g, z, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio, ignored_layers=[last])
+    pruner.step()
+    groups = trace(generator, z).groups
+    owner = {m.layer: (grp, m.size) for grp in groups for m in grp.producers}
+    keep = {}
+    for layer, is_out, removed in pruner.pruning_history():
+        if not is_out or layer not in owner:
+            continue
+        grp, size = owner[layer]
+        units = sorted({i // size for i in removed})
+        if len(units) * size != len(removed):
+            sys.exit(f"Torch-Pruning removed part of a unit of {layer} ({len(removed)} features, units of {size}): not comparable")
+        kept = torch.tensor([u for u in range(grp.units) if u not in set(units)], dtype=torch.long)
+        keep[grp.producer] = kept if len(kept) else torch.tensor([0])
+    return keep
+
+
+def _tp_at(generator: torch.nn.Module, z_dim: int, ratio: float) -> tuple[int, dict[str, torch.Tensor]]:
+    keep = _tp_keep(generator, z_dim, ratio)
+    g = copy.deepcopy(generator)
+    cut_groups(g, torch.zeros(2, z_dim), keep)
+    return _macs(g, z_dim), keep
+
+
+def _bisect(macs_at, target: float, lo: float = 0.0, hi: float = 0.95, steps: int = 14) -> float:
+    """The amount whose MACs are closest to ``target`` (MACs fall, in steps of whole units, as
+    the amount grows): the nearer of the two sides of the last step."""
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if macs_at(mid) > target else (lo, mid)
+    return min((round(lo, 4), round(hi, 4)), key=lambda a: abs(macs_at(a) - target))
+
+
+def write_tp_checkpoint(dense_ckpt: Path, keep: dict[str, torch.Tensor], out: Path) -> Path:
+    """dense-D's checkpoint with Torch-Pruning's choice cut by the project's surgery and recorded
+    as an edit, so train.py resumes it as it resumes any cut run."""
+    module = _load(dense_ckpt)
+    module.edits.append("generator", cut_units(module, "generator", keep))
+    checkpoint = torch.load(dense_ckpt, map_location="cpu", weights_only=False)
+    checkpoint["state_dict"] = module.state_dict()
+    module.on_save_checkpoint(checkpoint)  # the edit record, beside the state it shapes
+    checkpoint["optimizer_states"][0]["state"] = {}  # the generator's moments had the dense shapes
+    torch.save(checkpoint, out)
+    return out
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    own, extra = split_argv(argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dense_epochs", type=int, default=10)
+    parser.add_argument("--after_epochs", type=int, default=5)
+    parser.add_argument("--reductions", default="2,4,8", help="generator MAC reductions")
+    parser.add_argument("--distill", default="off,on", help="fine-tuning without and/or with --callbacks distill")
+    parser.add_argument("--tools", default="ours,tp")
+    parser.add_argument("--seeds", default="0")
+    add_evaluation_flags(parser)
+    parser.add_argument("--tag", default="digits")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "residual_pruning")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "residual_pruning.json")
+    args = parser.parse_args(own)
+    d, total = args.dense_epochs, args.dense_epochs + args.after_epochs
+    result = {"command": shlex.join(["python", "benchmarks/residual_pruning.py", *argv]), "train_args": [*CONFIG, *extra], "tag": args.tag,
+              "dense_epochs": d, "after_epochs": args.after_epochs, "platform": platform.platform(), "seeds": {}}
+    wall = time.perf_counter()
+    for seed in [int(s) for s in args.seeds.split(",") if s]:
+        work = args.work / args.tag / f"seed{seed}"
+        work.mkdir(parents=True, exist_ok=True)
+        base = [*CONFIG, *extra, "--seed_everything", str(seed)]
+        dense_d = train(work / f"dense-{d}", [*base, "--trainer.max_epochs", str(d)], work / f"dense-{d}.log")
+        dense_ckpt = train(work / "dense", [*base, "--ckpt_path", str(dense_d), "--trainer.max_epochs", str(total)], work / "dense.log")
+        dense = record("dense", dense_ckpt, args)
+        teacher = record(f"dense-{d}", dense_d, args, dense["g_macs"])
+        module = _load(dense_d)
+        g, z_dim = module.generator, module.z_dim
+        rows = []
+        for r in [float(x) for x in args.reductions.split(",") if x]:
+            target = dense["g_macs"] / r
+            amount = _bisect(lambda a: _ours_at(g, z_dim, a), target)
+            ratio = _bisect(lambda a: _tp_at(g, z_dim, a)[0], _ours_at(g, z_dim, amount))
+            tp_ckpt = write_tp_checkpoint(dense_d, _tp_at(g, z_dim, ratio)[1], work / f"tp-x{r:g}.ckpt")
+            for kd in [k for k in args.distill.split(",") if k]:
+                distill = kd == "on"
+                for tool in [t for t in args.tools.split(",") if t]:
+                    name = f"{tool}-x{r:g}{'+kd' if distill else ''}"
+                    if tool == "ours":
+                        flags = ["--ckpt_path", str(dense_d), "--callbacks", "prune,distill" if distill else "prune",
+                                 "--prune.generator_amount", str(amount), "--prune.start_epoch", str(d)]
+                    else:
+                        flags = ["--ckpt_path", str(tp_ckpt)]
+                        flags += ["--callbacks", "distill", "--distill.teacher_ckpt", str(dense_d)] if distill else []
+                    ckpt = train(work / name, [*base, *flags, "--trainer.max_epochs", str(total)], work / f"{name}.log")
+                    row = {"tool": tool, "reduction": r, "distill": distill, "amount": amount if tool == "ours" else ratio,
+                           **record(name, ckpt, args, dense["g_macs"])}
+                    row["g_params"] = sum(p.numel() for p in _load(ckpt).sampling_generator.parameters())
+                    rows.append(row)
+                    print_row(f"{name:12s}", row, dense)
+        result["seeds"][str(seed)] = {"dense": dense, "teacher": teacher, "rows": rows, "targets": targets(rows, dense)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+    result["wall_seconds"] = round(time.perf_counter() - wall, 1)
+    args.out.write_text(json.dumps(result, indent=2))
+    print_table(result)
+    print(f"wrote {args.out}")
+
+
+def targets(rows: list[dict], dense: dict) -> list[dict]:
+    out = []
+    by = {(r["tool"], r["reduction"], r["distill"]): r for r in rows}
+    for (tool, r, kd), row in by.items():
+        other = by.get(("tp", r, kd))
+        if tool == "ours" and other is not None:
+            out.append({"row": row["name"], "goal": f"FID <= Torch-Pruning's {other['fid']:.2f} at equal MACs", "pass": row["fid"] <= other["fid"]})
+        if tool == "ours" and kd and row["mac_reduction"] >= 8:
+            out.append({"row": row["name"], "goal": f"FID <= 1.10 x dense {dense['fid']:.2f}", "pass": row["fid"] <= 1.10 * dense["fid"]})
+    return out
+
+
+def print_table(result: dict) -> None:
+    for seed, s in result["seeds"].items():
+        dense = s["dense"]
+        print(f"\nseed {seed}: dense {dense['fid']:.2f} ± {dense['fid_std']:.2f} FID, {dense['modes']:g} classes, {dense['g_macs']:,} MACs"
+              f" ({dense['num_fake']} fake vs {dense['num_real']} real, eval seeds {dense['eval_seeds']})")
+        print(f"{'row':14s} {'MACs':>11s} {'x':>6s} {'params':>8s} {'FID':>16s} {'classes':>7s} {'prec':>5s} {'rec':>5s}")
+        for r in s["rows"]:
+            print(f"{r['name']:14s} {r['g_macs']:>11,} {r['mac_reduction']:>6} {r['g_params']:>8,} {r['fid']:>8.2f} ± {r['fid_std']:<5.2f}"
+                  f" {r['modes']:>7g} {r['precision']:>5.2f} {r['recall']:>5.2f}")
+        for t in s["targets"]:
+            print(f"  {'PASS' if t['pass'] else 'MISS'} {t['row']}: {t['goal']}")
+
+
+if __name__ == "__main__":
+    main()
