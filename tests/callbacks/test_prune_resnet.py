@@ -3,6 +3,8 @@ residual generator and a spectral-norm discriminator, schedules, retraining, res
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 from torch.nn.utils import parametrize
@@ -117,3 +119,18 @@ def test_ddp_ranks_hold_identical_pruned_resnets(tmp_path):
     assert r0["params"]["generator.stem.weight"].shape[0] == 4 * 16  # 8 maps -> 4
     for name, p in r0["params"].items():
         assert torch.equal(p, r1["params"][name]), name
+
+
+def test_the_sngan_preset_with_prune_and_distill_cuts_every_residual_block_and_tables_it(tmp_path):
+    sixteen = ["--model.generator.init_args.image_size", "16", "--model.discriminator.init_args.image_size", "16", "--data.image_size", "16"]
+    cli = _cli(tmp_path, *sixteen, "--trainer.log_every_n_steps", "1", "--callbacks", "prune,distill", "--prune.start_epoch", "1", "--prune.generator_amount", "0.5", "--trainer.max_epochs", "2")
+    g = cli.model.generator
+    convs = [n for n, m in g.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("compress_layers.csv")))))
+    table = {r["layer"]: r for r in rows if r["network"] == "generator"}
+    assert set(table) == set(convs)  # every convolution, shortcut and the stem has its row
+    blocks = {n.split(".")[1] for n in convs if n.startswith("blocks.")}
+    assert len(blocks) == 2 and all(float(table[f"blocks.{b}.{part}"]["sparsity"]) > 0.4 for b in blocks for part in ("main.3", "main.6", "shortcut.1"))
+    assert table["blocks.0.main.6"]["weight_shape"] == "4x4x3x3"  # 8 -> 4 channels in and out
+    distill_terms = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("train/g_term/distill_output")]
+    assert distill_terms and all(float(r["train/g_term/distill_output"]) > 0 for r in distill_terms)
