@@ -7,7 +7,7 @@ calibrated on latents from its prior, checked against the fp32 generator before 
   is put in sub-pixel form (Conv2d + PixelShuffle, exact, see
   :mod:`gan_lightning.deploy.inference`): ONNX Runtime's CPU provider has int8 kernels for
   Conv, MatMul and Gemm but none for ConvTranspose, so a quantized ConvTranspose runs as
-  dequantize, float ConvTranspose, quantize, which was measured 1.3-1.4x *slower* than fp32
+  dequantize, float ConvTranspose, quantize, which was measured 1.3-1.6x *slower* than fp32
   (DCGAN 64x64, width 64), while the sub-pixel convolutions run in int8
   (benchmarks/int8_latency.py has the numbers). The sub-pixel kernel holds 2.25x the taps
   (zeros included), so the file is about half, not a quarter, of the fp32 one.
