@@ -15,6 +15,9 @@ the *same* A epochs of fine-tuning through ``train.py``, with and without ``dist
   cut's new shapes require), which ``train.py --ckpt_path`` then fine-tunes, with ``distill``
   taught by dense-D (``--distill.teacher_ckpt``), exactly as ours is.
 
+With ``--dcgan`` the default DCGAN is trained for the same D + A epochs and evaluated the same
+way, so the SNGAN's FID is read next to the default network's.
+
 Torch-Pruning is installed for this benchmark only (``pip install torch-pruning``); it is not a
 project dependency. FID, KID, precision/recall and classes covered come from
 ``python -m gan_lightning.commands.evaluate`` on each final checkpoint (mean and std over
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument("--reductions", default="2,4,8", help="generator MAC reductions")
     parser.add_argument("--distill", default="off,on", help="fine-tuning without and/or with --callbacks distill")
     parser.add_argument("--tools", default="ours,tp")
+    parser.add_argument("--dcgan", action="store_true", help="also train and evaluate the default DCGAN for D + A epochs")
     parser.add_argument("--seeds", default="0")
     add_evaluation_flags(parser)
     parser.add_argument("--tag", default="digits")
@@ -145,6 +149,9 @@ def main() -> None:
         dense_ckpt = train(work / "dense", [*base, "--ckpt_path", str(dense_d), "--trainer.max_epochs", str(total)], work / "dense.log")
         dense = record("dense", dense_ckpt, args)
         teacher = record(f"dense-{d}", dense_d, args, dense["g_macs"])
+        if args.dcgan:  # the default network, the same epochs and evaluation: what SNGAN is worth here
+            dcgan = train(work / "dcgan-dense", [*extra, "--seed_everything", str(seed), "--trainer.max_epochs", str(total)], work / "dcgan-dense.log")
+            result.setdefault("dcgan", {})[str(seed)] = record("dcgan-dense", dcgan, args)
         module = _load(dense_d)
         g, z_dim = module.generator, module.z_dim
         rows = []
@@ -195,6 +202,9 @@ def print_table(result: dict) -> None:
         dense = s["dense"]
         print(f"\nseed {seed}: dense {dense['fid']:.2f} ± {dense['fid_std']:.2f} FID, {dense['modes']:g} classes, {dense['g_macs']:,} MACs"
               f" ({dense['num_fake']} fake vs {dense['num_real']} real, eval seeds {dense['eval_seeds']})")
+        dcgan = result.get("dcgan", {}).get(seed)
+        if dcgan:
+            print(f"default DCGAN, same epochs: {dcgan['fid']:.2f} ± {dcgan['fid_std']:.2f} FID, {dcgan['modes']:g} classes, {dcgan['g_macs']:,} MACs")
         print(f"{'row':14s} {'MACs':>11s} {'x':>6s} {'params':>8s} {'FID':>16s} {'classes':>7s} {'prec':>5s} {'rec':>5s}")
         for r in s["rows"]:
             print(f"{r['name']:14s} {r['g_macs']:>11,} {r['mac_reduction']:>6} {r['g_params']:>8,} {r['fid']:>8.2f} ± {r['fid_std']:<5.2f}"

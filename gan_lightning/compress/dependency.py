@@ -5,15 +5,11 @@ no gradients) to learn every tensor's shape. Each tensor's channel dimension (di
 described as a list of *segments*, each a run of channels belonging to one *space*: the
 output channels of one Linear or (transposed) convolution. Walking the graph in order:
 
-- a weighted layer reads the segments of its input (it is their *consumer*) and starts a new
-  space (it is its *producer*);
-- a normalization layer, an activation, an up/down-sampling or a pooling keeps the segments
-  (a normalization is recorded, its statistics shrink with the space);
+- a weighted layer reads the segments of its input (their *consumer*) and starts a new space
+  (its *producer*); a normalization, activation, re-sampling or pooling keeps the segments;
 - an addition, subtraction or product of two tensors *joins* their spaces: a residual
-  shortcut makes a block's output channels one space with its input channels, so they are
-  cut together;
-- a concatenation along the channels puts the segments one after the other (a consumer of a
-  concatenation loses columns of each part at that part's offset);
+  shortcut makes a block's output channels one space with its input channels;
+- a concatenation along the channels puts the segments one after the other;
 - a flatten of a feature map into a Linear (the DCGAN discriminator's head) makes each channel
   span ``h*w`` features; a reshape of a Linear's features into maps (the DCGAN stem) makes a
   whole feature map one unit, ``h*w`` consecutive Linear outputs;
@@ -43,7 +39,7 @@ from gan_lightning.compress.profiling import COUNTED, evaluating
 from gan_lightning.errors import ConfigError
 
 WEIGHTED = COUNTED  # the layers whose MACs are counted are the ones pruning acts on
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)
 UNSTRUCTURED = "use --prune.granularity unstructured"
 
 # Operations that keep the channel layout of their first input.
@@ -104,9 +100,7 @@ def _join(a: _Space, b: _Space) -> _Space:
     b.parent = a
     a.units = math.gcd(a.units, b.units)
     a.fixed = a.fixed or b.fixed
-    a.producers += b.producers
-    a.consumers += b.consumers
-    a.norms += b.norms
+    a.producers, a.consumers, a.norms = a.producers + b.producers, a.consumers + b.consumers, a.norms + b.norms
     return a
 
 
@@ -232,6 +226,8 @@ class _Walk:
         if isinstance(m, WEIGHTED):
             if node.target in self.weighted:
                 raise ConfigError(f"structured pruning needs each layer of {type(self.network).__name__} to run once per forward pass")
+            if isinstance(m, nn.Linear) and len(_shape(node.args[0]) or ()) != 2:
+                self._refuse(node, f"Linear {node.target!r} over more than one dimension")
             self.weighted.append(node.target)
             offset = 0
             for seg in layout or []:
@@ -262,13 +258,15 @@ class _Walk:
         if len(known) < len(tensors):  # a constant tensor: fine only if it is one number
             if any(_shape(a).numel() > 1 for a, lay in zip(tensors, layouts) if lay is None):
                 self._refuse(node, "an operation with a constant tensor")
-        if len(known) == 1:
-            return known[0]
+        if len(known) <= 1:
+            return known[0] if known else None
         first, second = known
         if [s.count for s in first] != [s.count for s in second]:
-            if _shape(tensors[1])[1:].numel() == 1 or _shape(tensors[0])[1:].numel() == 1:
-                self._refuse(node, "a broadcast across channels")
-            self._refuse(node, "channels joined from differently concatenated tensors")
+            for wide, narrow in ((first, second), (second, first)):
+                if sum(s.count for s in narrow) == 1:  # one map broadcast over every channel (a spatial gate)
+                    self._fix(narrow)
+                    return wide
+            self._refuse(node, "channels joined from differently arranged tensors")
         out = []
         for a, b in zip(first, second):
             out.append(_Segment(_join(a.space, b.space), a.count, a.normalized_by if a.normalized_by == b.normalized_by else None))
@@ -286,6 +284,9 @@ class _Walk:
         if len(before) >= 3 and len(after) == 2 and after[1] == before[1:].numel():  # flatten
             return [_Segment(s.space, s.count * before[2:].numel(), s.normalized_by) for s in layout]
         per_channel = after[2:].numel()
+        if after[1] == 1:  # the features moved off the channel dimension: keep them all
+            self._fix(layout)
+            return None
         if len(before) == 2 and len(after) >= 3 and all(s.count % per_channel == 0 for s in layout):  # features -> maps
             out = []
             for s in layout:

@@ -69,6 +69,20 @@ class ConcatNet(nn.Module):
         return self.head(torch.flatten(self.mix(torch.relu(self.bn(h))), 1))
 
 
+class GatedNet(nn.Module):
+    """A one-channel spatial gate broadcast over every channel, and an instance norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(1, 6, 3, padding=1), nn.InstanceNorm2d(6, affine=True)
+        self.gate = nn.Conv2d(6, 1, 1)
+        self.out = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.norm(self.conv(x)))
+        return self.out(h * torch.sigmoid(self.gate(h)))
+
+
 def _randomize_norms(net: nn.Module) -> None:
     """Non-trivial BatchNorm statistics and affine parameters, so masking is really tested."""
     for m in net.modules():
@@ -98,6 +112,7 @@ def _cases():
     yield "residual", ResidualNet(), torch.randn(4, 1, 8, 8)
     yield "residual_sn", ResidualNet(sn=True), torch.randn(4, 1, 8, 8)
     yield "concat", ConcatNet(), torch.randn(4, 1, 8, 8)
+    yield "gated", GatedNet(), torch.randn(4, 1, 8, 8)
     yield "resnet18", torchvision.models.resnet18(num_classes=3), torch.randn(2, 3, 32, 32)
     yield "sngan_g", networks.ResNetGenerator(z_dim=8, image_size=16, width=8), torch.randn(4, 8)
     yield "sngan_d", networks.ResNetDiscriminator(image_size=16, width=8), torch.randn(4, 1, 16, 16)
@@ -212,7 +227,25 @@ class Branching(nn.Module):
         return self.a(x) if x.sum() > 0 else x
 
 
+class TokenLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 1)
+
+    def forward(self, x):  # (batch, tokens, features): the features are not dim 1
+        return self.b(self.a(x))
+
+
+def test_a_spatial_gate_leaves_the_channels_it_scales_prunable():
+    net, x = _network("gated")
+    groups = {g.producer: g for g in trace(net, x).groups}
+    assert set(groups) == {"conv"}  # the gate's single map is broadcast, not cut
+    assert sorted(m.layer for m in groups["conv"].consumers) == ["gate", "out"] and groups["conv"].norms == ["norm"]
+
+
 def test_what_the_walk_cannot_follow_is_refused_in_one_sentence_naming_it():
+    with pytest.raises(ConfigError, match="cannot follow Linear 'a' over more than one dimension"):
+        trace(TokenLinear(), torch.zeros(2, 3, 4))
     with pytest.raises(ConfigError, match="cannot follow this operation at 'getitem'.*--prune.granularity unstructured"):
         trace(Slicing(), torch.zeros(2, 1, 4, 4))
     with pytest.raises(ConfigError, match="traces Branching with torch.fx, which cannot follow its forward.*unstructured"):
