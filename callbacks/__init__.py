@@ -9,6 +9,7 @@ from callbacks import distill  # noqa: F401  (registers "distill")
 from callbacks import grad_norm  # noqa: F401  (registers "grad_norm")
 from callbacks import lowrank  # noqa: F401  (registers "lowrank")
 from callbacks import prune  # noqa: F401  (registers "prune")
+from callbacks import quantize  # noqa: F401  (registers "quantize")
 from callbacks import vae  # noqa: F401  (registers "vae")
 from callbacks.registry import CALLBACKS, parse_names, register
 

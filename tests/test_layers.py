@@ -33,7 +33,7 @@ ROOMS = {
     "gan_lightning.commands": (OURS, ()),
     "datamodules": (("datamodules", *LEAVES), ()),
 }
-PLUG_INS = ("callbacks.clip", "callbacks.diffaug", "callbacks.distill", "callbacks.grad_norm", "callbacks.lowrank", "callbacks.prune", "callbacks.vae")
+PLUG_INS = ("callbacks.clip", "callbacks.diffaug", "callbacks.distill", "callbacks.grad_norm", "callbacks.lowrank", "callbacks.prune", "callbacks.quantize", "callbacks.vae")
 
 
 def module_name(path: Path) -> str:
