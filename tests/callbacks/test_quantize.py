@@ -118,3 +118,23 @@ def test_prune_distill_quantize_in_one_run(tmp_path):
 def test_quantize_before_a_pruning_event_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="--quantize.start_epoch 1 must come after the last prune event"):
         GANLightningCLI(args=cli_args(tmp_path, *QAT[:-4], "--quantize.start_epoch", "1", "--trainer.max_epochs", "3"))
+
+
+def test_resume_mid_qat_continues_with_the_saved_ranges(tmp_path):
+    steps = ["--trainer.max_epochs", "4"]
+    whole = GANLightningCLI(args=cli_args(tmp_path / "whole", *QAT, *steps))
+    # stopped after epoch 2 (QAT's first epoch: 3 batches x 2 optimizer steps a batch), then resumed from last.ckpt
+    GANLightningCLI(args=cli_args(tmp_path / "cut", *QAT, *steps, "--trainer.max_steps", str(3 * 3 * 2)))
+    last = tmp_path / "cut" / "ckpts" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)["callbacks"]["Quantize"]
+    assert saved["active"] and saved["started"] == 2 and set(saved["ranges"]["ranges"]) == {"stem.0:in", "blocks.0:in", "blocks.0:out"}
+    resumed = GANLightningCLI(args=cli_args(tmp_path / "cut", *QAT, *steps, "--ckpt_path", str(last), "--trainer.callbacks+=tests.callbacks.test_quantize.Probe"))
+    probe = next(cb for cb in resumed.trainer.callbacks if isinstance(cb, Probe))
+    assert probe.rows[0][:2] == (3, True) and probe.rows[0][2] < 1e-6  # on from the first resumed step, on the saved ranges
+    a, b = (next(cb for cb in cli.trainer.callbacks if isinstance(cb, Quantize)) for cli in (whole, resumed))
+    assert (a.active, a.started) == (b.active, b.started) == (True, 2)
+    # the same layers observed; the values drift apart as the resumed run's batches and latents do
+    # (a resumed run draws them afresh), so they agree within a few percent, not bit for bit
+    ra, rb = a.state_dict()["ranges"]["ranges"], b.state_dict()["ranges"]["ranges"]
+    assert ra.keys() == rb.keys() and all(torch.allclose(torch.tensor(ra[k]), torch.tensor(rb[k]), rtol=0.05, atol=0.02) for k in ra)
+    assert [(k, v.shape) for k, v in whole.model.state_dict().items()] == [(k, v.shape) for k, v in resumed.model.state_dict().items()]
