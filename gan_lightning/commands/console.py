@@ -8,11 +8,12 @@ a file): that is the user's disk, not a bug. Anything else is a bug and keeps it
 
 from __future__ import annotations
 
+import argparse
 import errno
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 from gan_lightning.errors import GANLightningError
 from gan_lightning.logs import ROOTS
@@ -113,3 +114,13 @@ def run(command: Callable[[], None], also: tuple[type[BaseException], ...] = ())
         print(f"error: {sentence(error)}", file=sys.stderr)
         return getattr(error, "exit_status", 2)
     return 0
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The commands' flag parser: a wrong or missing flag is one line, not the usage block above
+    it (whose list of flags buries the one that was wrong; ``--help`` still shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+

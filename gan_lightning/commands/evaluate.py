@@ -11,7 +11,6 @@ The data and, unless overridden, the metric settings come from the run's saved
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import math
@@ -27,7 +26,7 @@ from datamodules.base import GANDataModule
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.config_classes import check_data_section
 from gan_lightning.commands.config_files import read_yaml
-from gan_lightning.commands.console import run
+from gan_lightning.commands.console import CommandParser, run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.errors import ConfigError
@@ -68,6 +67,24 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
     A config.yaml written before ``real_split`` existed gets its default, ``val``, as in that run."""
     if not seeds:
         raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    settings, datamodule = metric_settings(ckpt_path, config, **overrides)
+    module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
+    module.check_sample_shape(tuple(datamodule.sample_shape))
+    domain = domain_weights(datamodule, settings)
+    per_seed = {
+        seed: evaluate_generator(
+            module, datamodule, settings["features"], settings["num_fake"], settings["num_real"], seed, domain,
+            settings["inception_weights"], settings["real_split"],
+        )
+        for seed in seeds
+    }
+    return summarize(str(ckpt_path), settings, seeds, per_seed)
+
+
+def metric_settings(ckpt_path: Path, config: Optional[Path] = None, **overrides) -> tuple[dict, GANDataModule]:
+    """The run's ``metrics`` settings with ``overrides`` (``None`` values ignored) and its
+    datamodule, set up for validation: what :func:`evaluate_checkpoint` measures with, for
+    anything that scores samples of the same run the same way (an exported file's, say)."""
     read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
     config = config or ckpt_path.parent.parent / "config.yaml"
     cfg = run_config(config)
@@ -81,24 +98,25 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
         verify_inception_weights(settings["inception_weights"], "--inception_weights" if given else f"metrics.inception_weights in {config}:")
     datamodule = datamodule_from_config(cfg)
     datamodule.setup("validate")
-    module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
-    module.check_sample_shape(tuple(datamodule.sample_shape))
-    domain = None
-    if check_metrics_setup(datamodule, features, settings["inception_weights"]):
-        cache = Path(settings["domain_cache_dir"]) if settings["domain_cache_dir"] else domain_cache_dir()
-        domain = str(domain_classifier(datamodule, cache, epochs=settings["domain_epochs"])[0])
-    per_seed = {
-        seed: evaluate_generator(
-            module, datamodule, features, settings["num_fake"], settings["num_real"], seed, domain,
-            settings["inception_weights"], settings["real_split"],
-        )
-        for seed in seeds
-    }
+    return settings, datamodule
+
+
+def domain_weights(datamodule: GANDataModule, settings: dict) -> Optional[str]:
+    """The cached domain classifier file (trained first if need be), or None where the settings
+    and data need none; refuses settings that cannot be measured."""
+    if not check_metrics_setup(datamodule, settings["features"], settings["inception_weights"]):
+        return None
+    cache = Path(settings["domain_cache_dir"]) if settings["domain_cache_dir"] else domain_cache_dir()
+    return str(domain_classifier(datamodule, cache, epochs=settings["domain_epochs"])[0])
+
+
+def summarize(source: str, settings: dict, seeds: list[int], per_seed: dict[int, dict]) -> dict:
+    """Per-seed metrics and their mean/std, as the evaluate command writes them (``checkpoint``: ``source``)."""
     first = next(iter(per_seed.values()))
     names = [k for k in first if not k.startswith("num_")]
     return {
-        "checkpoint": str(ckpt_path),
-        "features": features,
+        "checkpoint": source,
+        "features": settings["features"],
         "split": settings["real_split"],
         "num_real": int(first["num_real"]),
         "num_fake": int(first["num_fake"]),
@@ -138,7 +156,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", type=Path, required=True)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated latent seeds (default 0,1,2)")
     parser.add_argument("--features", choices=["domain", "inception", "none"], default=None, help="default: the run's")

@@ -18,7 +18,6 @@ with the fp32 generator in the card.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Optional
 import yaml
 
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
-from gan_lightning.commands.console import run
+from gan_lightning.commands.console import CommandParser, run
 from gan_lightning.deploy.export_file import ExportReport, configured_generator, export_generator, spec_from_hparams
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
@@ -171,7 +170,7 @@ def summary(card: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint written by train.py")
     parser.add_argument("--out", type=Path, required=True, help="the file to write, e.g. g.pt, g.ts or g.onnx")
     parser.add_argument("--format", choices=FORMATS, default=None,

@@ -11,7 +11,6 @@ pixel by one of 255 levels).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -22,7 +21,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
-from gan_lightning.commands.console import run
+from gan_lightning.commands.console import CommandParser, run
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.runtimes import load_runtime
@@ -112,7 +111,7 @@ def generate(source: str | Path, out: str | Path, num_samples: int = 64, seed: i
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, required=True, help="a train.py checkpoint (.ckpt) or a file written by the export command")
     parser.add_argument("--out", type=Path, required=True, help="a folder for one PNG per sample, or a .png file with --grid")
     parser.add_argument("--num_samples", type=int, default=64)

@@ -19,7 +19,6 @@ on the real validation split.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
-from gan_lightning.commands.console import run
+from gan_lightning.commands.console import CommandParser, run
 from gan_lightning.commands.evaluate import datamodule_from_config, run_config
 from gan_lightning.commands.generate import latent_batches, load_generator, save_png, to_uint8
 from gan_lightning.dataset_tensors import stack_samples
@@ -164,7 +163,7 @@ def synthesize(source: str | Path, out: str | Path, num_samples: int = 1000, lab
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, required=True, help="a train.py checkpoint (.ckpt), an exported generator, or a VAE file")
     parser.add_argument("--out", type=Path, required=True, help="the dataset folder to write")
     parser.add_argument("--num_samples", type=int, default=1000)

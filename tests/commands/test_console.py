@@ -38,3 +38,15 @@ def test_every_console_script_names_a_command_main():
     for target in scripts.values():
         module, _, func = target.partition(":")
         assert module.startswith("gan_lightning.commands.") and callable(getattr(import_module(module), func))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "generate", "synthesize"])
+def test_a_wrong_flag_of_a_command_is_one_line_without_the_usage_block(command, capsys):
+    import importlib
+
+    module = importlib.import_module(f"gan_lightning.commands.{command}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main([])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "usage:" not in err and len(err.splitlines()) == 1
+    assert err.startswith("error: the following arguments are required: --") and err.endswith("(see --help)")
