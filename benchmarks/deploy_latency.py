@@ -42,9 +42,9 @@ import torch
 from torch import nn
 
 from gan_lightning.compress.lowrank import factorize_module, plan_ranks
-from gan_lightning.compress.pruning import cut_units, prunable_groups
-from gan_lightning.compress.profiling import network_cost
-from gan_lightning.compress.selection import rounded_count, unstructured_masks
+from gan_lightning.compress.pruning import cut_units, example_input, prunable_groups
+from gan_lightning.compress.profiling import network_cost, output_layer
+from gan_lightning.compress.selection import units_to_keep, unstructured_masks
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.inference import for_inference
 from gan_lightning.deploy.runtimes import OnnxGenerator, load_runtime, onnx_modules, write_verified
@@ -52,11 +52,19 @@ from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.7
+RUNTIMES = ("eager", "torchscript", "onnxruntime")
 
 
-def dense_module() -> GANModule:
+def default_generator() -> nn.Module:
+    """The generator of configs/default.yaml."""
+    return DCGANGenerator(z_dim=64, image_size=32, channels=1, width=32)
+
+
+def dense_module(make: Callable[[], nn.Module] = default_generator) -> GANModule:
+    """A GANModule around ``make()``, untrained, with BatchNorm statistics away from 0/1 (so that
+    folding them is not a no-op); latency does not depend on the weights' values."""
     torch.manual_seed(0)
-    module = GANModule(DCGANGenerator(z_dim=64, image_size=32, channels=1, width=32), DCGANDiscriminator(), ema_decay=None)
+    module = GANModule(make(), DCGANDiscriminator(), ema_decay=None)
     with torch.no_grad():
         for m in module.generator.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -65,29 +73,50 @@ def dense_module() -> GANModule:
     return module.eval()
 
 
-def structured_module(amount: float, round_to: int = 1) -> GANModule:
-    module = dense_module()
-    keep = {}
-    for g in prunable_groups(module, "generator", set()):
-        keep[g.producer] = torch.arange(rounded_count(max(1, round((1 - amount) * g.units)), g.units, round_to))
+def structured_module(amount: float, round_to: int = 1, make: Callable[[], nn.Module] = default_generator) -> GANModule:
+    """The cut ``--prune.generator_amount amount --prune.round_to round_to`` makes (every group
+    keeps the same fraction of its units, the output layer skipped), by the product's own
+    ``units_to_keep`` and ``cut_units``; which units survive does not matter for latency."""
+    module = dense_module(make)
+    example = example_input(module, "generator")
+    groups = prunable_groups(module, "generator", {f"generator.{output_layer(module.generator, example)}"})
+    units = {g.producer: torch.zeros(g.units) for g in groups}  # equal scores: the first units are kept
+    keep = units_to_keep(units, {g.producer: g.units for g in groups}, amount, "layerwise", round_to)
     module.edits.append("generator", cut_units(module, "generator", keep))
     return module
 
 
-def rounded_amount(round_to: int, reduction: float) -> float:
-    """The smallest amount (in steps of 0.01) whose rounded cut has at least ``reduction`` x fewer MACs."""
-    dense = network_cost(dense_module().generator, torch.zeros(1, 64)).macs
-    for step in range(1, 100):
-        module = structured_module(step / 100, round_to)
-        if dense / network_cost(module.generator, torch.zeros(1, module.z_dim)).macs >= reduction:
-            return step / 100
-    raise ValueError(f"no amount reaches {reduction}x fewer MACs with channels rounded to {round_to}")
+def macs_of(module: GANModule) -> int:
+    return network_cost(module.generator, torch.zeros(1, module.z_dim)).macs
+
+
+def amount_for(reduction: float, round_to: int = 1, make: Callable[[], nn.Module] = default_generator, steps: int = 14) -> float:
+    """The smallest amount (to 2^-steps) whose cut of ``make()`` has at least ``reduction`` x fewer
+    MACs, by bisection on measured MACs (the reduction only grows with the amount). At most 0.9:
+    a group cut to one unit can no longer be traced (it reads as a one-channel gate)."""
+    dense = macs_of(dense_module(make))
+    lo, hi = 0.0, 0.9
+    if dense / macs_of(structured_module(hi, round_to, make)) < reduction:
+        raise ValueError(f"no amount reaches {reduction}x fewer MACs with channels rounded to {round_to}")
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if dense / macs_of(structured_module(mid, round_to, make)) >= reduction else (mid, hi)
+    return hi
+
+
+def lowrank_module(rank_ratio: float, make: Callable[[], nn.Module] = default_generator) -> GANModule:
+    """Every factorizable layer of ``make()`` at rank ratio ``rank_ratio`` (``plan_ranks``)."""
+    module = dense_module(make)
+    plans = plan_ranks(module.generator, torch.zeros(1, module.z_dim), "ratio", rank_ratio, set())
+    for network, edit in factorize_module(module, {f"generator.{p.layer}": p.rank for p in plans if p.factorize}).items():
+        module.edits.append(network, edit)
+    return module
 
 
 def compressed(amount: float, sparsity: float, rank_ratio: float, round_to: int) -> dict[str, GANModule]:
     modules = {"dense": dense_module(), "structured": structured_module(amount)}
     if round_to > 1:
-        modules[f"structured-r{round_to}"] = structured_module(rounded_amount(round_to, 4.0), round_to)
+        modules[f"structured-r{round_to}"] = structured_module(amount_for(4.0, round_to), round_to)
     unstructured = dense_module()
     weights = {n: p for n, p in unstructured.generator.named_parameters() if p.dim() > 1}
     masks = unstructured_masks({n: p.abs() for n, p in weights.items()}, sparsity, "layerwise")
@@ -95,11 +124,7 @@ def compressed(amount: float, sparsity: float, rank_ratio: float, round_to: int)
         for n, p in weights.items():
             p.mul_(masks[n])
     modules["unstructured"] = unstructured
-    lowrank = dense_module()
-    plans = plan_ranks(lowrank.generator, torch.zeros(1, 64), "ratio", rank_ratio, set())
-    for network, edit in factorize_module(lowrank, {f"generator.{p.layer}": p.rank for p in plans if p.factorize}).items():
-        lowrank.edits.append(network, edit)
-    modules["lowrank"] = lowrank
+    modules["lowrank"] = lowrank_module(rank_ratio)
     return {name: m.eval() for name, m in modules.items()}
 
 
@@ -118,19 +143,25 @@ def timer(fn: Callable, z: torch.Tensor, repeats: int, cuda: bool) -> float:
     return statistics.median(times)
 
 
-def runtimes(generators: dict[str, nn.Module], z_dim: dict[str, int], folder: Path, device: str, ort_providers) -> dict[tuple[str, str], Callable]:
-    """(runtime, variant) -> a callable on latents, for every variant in every runtime."""
+def runtimes(
+    generators: dict[str, nn.Module], z_dim: dict[str, int], folder: Path, device: str, ort_providers,
+    rewrites: tuple[str, ...] = ("", "+rewrite"), kinds: tuple[str, ...] = RUNTIMES,
+) -> dict[tuple[str, str], Callable]:
+    """(runtime, variant) -> a callable on latents, for every variant in every runtime of ``kinds``
+    (without and with the inference rewrite, as ``rewrites`` lists)."""
     out = {}
     for name, generator in generators.items():
-        for rewrite in ("", "+rewrite"):
+        for rewrite in rewrites:
             net = for_inference(generator) if rewrite else copy.deepcopy(generator).eval()
             variant = name + rewrite
-            out[("eager", variant)] = net.to(device)
-            ts = folder / f"{variant}.ts"
-            write_verified(net.cpu(), z_dim[name], ts, "torchscript", {"z_dim": z_dim[name]}, reference=generator)
-            out[("torchscript", variant)] = load_runtime(ts, device=device)
-            net.to(device)
-            if ort_providers is not None:
+            if "eager" in kinds:
+                out[("eager", variant)] = net.to(device)
+            if "torchscript" in kinds:
+                ts = folder / f"{variant}.ts"
+                write_verified(net.cpu(), z_dim[name], ts, "torchscript", {"z_dim": z_dim[name]}, reference=generator)
+                out[("torchscript", variant)] = load_runtime(ts, device=device)
+                net.to(device)
+            if ort_providers is not None and "onnxruntime" in kinds:
                 path = folder / f"{variant}.onnx"
                 write_verified(net.cpu(), z_dim[name], path, "onnx", {"z_dim": z_dim[name]}, reference=generator)
                 net.to(device)
