@@ -91,8 +91,10 @@ def train(run: Path, args: list[str], log: Path) -> Path:
     return last
 
 
-def evaluate(ckpt: Path, args) -> dict:
-    out = ckpt.parent.parent / "evaluation.json"
+def evaluate(ckpt: Path, args, out: Optional[Path] = None) -> dict:
+    """The evaluate command on ``ckpt`` with the run's config.yaml; its JSON (default: the run's
+    evaluation.json) is reused when it is already there."""
+    out = out or ckpt.parent.parent / "evaluation.json"
     if not out.exists():
         config = sorted(ckpt.parent.parent.rglob("config.yaml"))[-1]  # the run's resolved config, beside its logs
         cmd = [sys.executable, "-m", "gan_lightning.commands.evaluate", "--ckpt_path", str(ckpt), "--config", str(config), "--seeds", args.eval_seeds,
@@ -162,6 +164,12 @@ def print_row(label: str, row: dict, dense: dict) -> None:
           f"  (dense {dense['fid']:.2f} ± {dense['fid_std']:.2f}, modes {dense['modes']:g})", flush=True)
 
 
+def write_json(path: Path, result: dict) -> None:
+    """The benchmark's JSON, rewritten after every finished row so an interrupted run keeps them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+
+
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """The benchmark's own flags, and those after ``--`` that go to every train.py run."""
     return (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
@@ -215,10 +223,9 @@ def main() -> None:
                 rows.append({"form": form, "variant": variant, **record(f"{form}-{variant}", ckpt, args, dense["g_macs"])})
                 print_row(f"{form:8s} {variant:11s}", rows[-1], dense)
         result["seeds"][str(seed)] = {"dense": dense, "teacher": teacher, "rows": rows, "targets": targets(rows, dense, teacher)}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+        write_json(args.out, result)
     result["wall_seconds"] = round(time.perf_counter() - wall, 1)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     print_table(result)
     print(f"wrote {args.out}")
 

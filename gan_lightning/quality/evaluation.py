@@ -57,10 +57,26 @@ def evaluate_generator(
 
 
 def _evaluate_generator(module, datamodule, features, num_fake, num_real, seed, domain_weights, inception_weights, real_split):
-    real, labels = stack_samples(real_samples(datamodule, real_split), num_real)
     fake = module.generate(num_fake, seed=seed)
+    return evaluate_samples(fake, datamodule, features, num_real, domain_weights, inception_weights, real_split)
+
+
+def evaluate_samples(
+    fake: torch.Tensor,
+    datamodule,
+    features: Features = "domain",
+    num_real: int = 1000,
+    domain_weights: Optional[str] = None,
+    inception_weights: Optional[str] = None,
+    real_split: RealSplit = "val",
+) -> dict[str, float]:
+    """The metrics of :func:`evaluate_generator` for samples made elsewhere (an exported file,
+    another runtime): ``fake`` in the data's format and [-1, 1] scale, scored against at most
+    ``num_real`` samples of ``real_split`` exactly as a generator's own samples are, so a file
+    that reproduces its checkpoint's outputs reproduces its checkpoint's numbers."""
+    real, labels = stack_samples(real_samples(datamodule, real_split), num_real)
     on_gpu = fake.is_cuda  # torch-fidelity then extracts features on the GPU too
-    fake = fake.cpu()
+    fake = fake.float().cpu()
     out: dict[str, float] = {"num_real": float(len(real)), "num_fake": float(len(fake))}
     if features != "none" and not torch.isfinite(fake).all():
         # A diverged generator is measured as the worst possible, not as a crash mid-training.
