@@ -284,9 +284,6 @@ class _Walk:
         if len(before) >= 3 and len(after) == 2 and after[1] == before[1:].numel():  # flatten
             return [_Segment(s.space, s.count * before[2:].numel(), s.normalized_by) for s in layout]
         per_channel = after[2:].numel()
-        if after[1] == 1:  # the features moved off the channel dimension: keep them all
-            self._fix(layout)
-            return None
         if len(before) == 2 and len(after) >= 3 and all(s.count % per_channel == 0 for s in layout):  # features -> maps
             out = []
             for s in layout:

@@ -236,6 +236,12 @@ class TokenLinear(nn.Module):
         return self.b(self.a(x))
 
 
+def test_a_cut_down_to_one_unit_per_group_still_traces_and_cuts():
+    net, x = _network("dcgan_g")  # the stem's single 4x4 map is a (N, 1, 4, 4) view of 16 features
+    cut_groups(net, x, {g.producer: torch.tensor([0]) for g in trace(net, x).groups})
+    assert all(g.units == 1 for g in trace(net, x).groups) and net(x).shape == (4, 1, 16, 16)
+
+
 def test_a_spatial_gate_leaves_the_channels_it_scales_prunable():
     net, x = _network("gated")
     groups = {g.producer: g for g in trace(net, x).groups}
