@@ -22,6 +22,8 @@ import copy
 import torch
 from torch import nn
 
+from gan_lightning.compress.fake_quant import is_stride2_upsampler  # one rule for the rewrite and the int8 grid
+
 PRODUCERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
 # output phase -> {3x3 tap index: 4-tap transposed-kernel index} along one axis (stride 2, padding 1)
 PHASE_TAPS = {0: {0: 3, 1: 1}, 1: {1: 2, 2: 0}}
@@ -64,13 +66,6 @@ def fold_batchnorm(network: nn.Module) -> int:
             parent[i + 1] = nn.Identity()
             folded += 1
     return folded
-
-
-def is_stride2_upsampler(layer: nn.Module) -> bool:
-    return (
-        isinstance(layer, nn.ConvTranspose2d) and layer.kernel_size == (4, 4) and layer.stride == (2, 2)
-        and layer.padding == (1, 1) and layer.output_padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1
-    )
 
 
 @torch.no_grad()
