@@ -47,12 +47,14 @@ from gan_lightning.compress.profiling import network_cost, output_layer
 from gan_lightning.compress.selection import units_to_keep, unstructured_masks
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.inference import for_inference
+from gan_lightning.deploy.quantize import write_quantized
 from gan_lightning.deploy.runtimes import OnnxGenerator, load_runtime, onnx_modules, write_verified
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.7
 RUNTIMES = ("eager", "torchscript", "onnxruntime")
+INT8 = "onnxruntime-int8"  # the file export --format onnx --quantize int8 writes (deploy_sizes times it)
 
 
 def default_generator() -> nn.Module:
@@ -166,6 +168,11 @@ def runtimes(
                 write_verified(net.cpu(), z_dim[name], path, "onnx", {"z_dim": z_dim[name]}, reference=generator)
                 net.to(device)
                 out[("onnxruntime", variant)] = OnnxGenerator(path, threads=torch.get_num_threads(), providers=ort_providers)
+            if ort_providers is not None and INT8 in kinds:
+                path = folder / f"{variant}.int8.onnx"
+                write_quantized(net.cpu(), z_dim[name], path, "int8", {"z_dim": z_dim[name]}, reference=generator)
+                net.to(device)
+                out[(INT8, variant)] = OnnxGenerator(path, threads=torch.get_num_threads(), providers=ort_providers)
     return out
 
 

@@ -22,7 +22,10 @@ Variants of each, made by the product's own functions (``deploy_latency``'s help
 - ``lowrank``: every factorizable layer at rank ratio --rank_ratio (``plan_ranks``, ``factorize_module``).
 
 Each runs as the export command writes it without ``--inference_rewrite``: PyTorch eager, the
-TorchScript file and the ONNX file from ``write_verified``, ONNX in ONNX Runtime's CPU provider.
+TorchScript file and the ONNX file from ``write_verified``, ONNX in ONNX Runtime's CPU provider,
+and ``onnxruntime-int8``, the file ``export --quantize int8`` writes (``write_quantized``); its
+``vs eager`` column for ``structured-8x`` is the issue's end-to-end factor (speed only: the
+weights are untrained, so nothing here says what int8 does to quality).
 Everything is interleaved in one process: every round times every (generator, variant, runtime)
 with --repeats calls each (median of the calls; default 50 at batch 1, 3 at batch 64); a time is
 the median over rounds, a speedup the median of per-round ratios against ``dense`` of the same
@@ -59,13 +62,14 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, the project's packages come from the checkout
 
-from benchmarks.deploy_latency import RUNTIMES, amount_for, dense_module, lowrank_module, macs_of, measure, runtimes, structured_module  # noqa: E402
+from benchmarks.deploy_latency import INT8, RUNTIMES, amount_for, dense_module, lowrank_module, macs_of, measure, runtimes, structured_module  # noqa: E402
 from gan_lightning.compress.profiling import network_cost  # noqa: E402
 from gan_lightning.compress.surgery import trace  # noqa: E402
 from gan_lightning.deploy.runtimes import onnx_modules  # noqa: E402
 from gan_lightning.networks import DCGANGenerator, ResNetGenerator  # noqa: E402
 
 TARGET = 0.8
+KINDS = (*RUNTIMES, INT8)
 TARGET_SIZE = "dcgan64-w64"
 SIZES: dict[str, Callable[[], nn.Module]] = {
     "dcgan32": lambda: DCGANGenerator(),
@@ -110,16 +114,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="calls per timing (default: 50 at batch 1, 3 at batch 64)")
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"generators, from {', '.join(SIZES)}")
     parser.add_argument("--batches", default="1,64")
-    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"from {', '.join(RUNTIMES)}")
+    parser.add_argument("--runtimes", default=",".join(KINDS), help=f"from {', '.join(KINDS)}")
     parser.add_argument("--reductions", default="4,8", help="structured: MAC reductions to cut to")
     parser.add_argument("--round_to", default="8,16", help="structured: also cuts with channels in multiples of these (1: none)")
     parser.add_argument("--rank_ratio", type=float, default=0.25, help="lowrank: rank as a fraction of the full rank")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "deploy_sizes.json")
     args = parser.parse_args()
     sizes, kinds = args.sizes.split(","), tuple(args.runtimes.split(","))
-    unknown = [s for s in sizes if s not in SIZES] + [k for k in kinds if k not in RUNTIMES]
+    unknown = [s for s in sizes if s not in SIZES] + [k for k in kinds if k not in KINDS]
     if unknown:
-        parser.error(f"unknown --sizes/--runtimes value(s) {', '.join(unknown)}; allowed: sizes {', '.join(SIZES)}, runtimes {', '.join(RUNTIMES)}")
+        parser.error(f"unknown --sizes/--runtimes value(s) {', '.join(unknown)}; allowed: sizes {', '.join(SIZES)}, runtimes {', '.join(KINDS)}")
     reductions = [float(r) for r in args.reductions.split(",")]
     round_tos = [r for r in (int(x) for x in args.round_to.split(",")) if r > 1]
     torch.set_num_threads(args.threads)
@@ -158,6 +162,8 @@ def main() -> None:
     print_table(rows, records, args)
     verdict = target(rows)
     print(verdict["line"])
+    for line in end_to_end(rows):
+        print(line)
     elapsed = time.perf_counter() - started
     print(f"{elapsed:.0f} s ({prepared:.0f} s building and exporting); 1-minute load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} (on {os.cpu_count()} CPUs)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,11 +185,21 @@ def print_table(rows: list[dict], records: dict[str, dict], args) -> None:
                 print(f"{size} {variant}: not measured, {r['unreachable']}")
             elif "same_as" in r:
                 print(f"{size} {variant}: the same channels as {r['same_as']} (amount {r['amount']:.3f}), not timed twice")
-    print(f"{'generator':<14} {'batch':>5}  {'runtime':<12} {'variant':<20} {'MMACs':>8} {'MAC red':>7} {'ms':>9} {'speedup':>8} {'P2':>5} {'vs eager':>9}")
+    print(f"{'generator':<14} {'batch':>5}  {'runtime':<16} {'variant':<20} {'MMACs':>8} {'MAC red':>7} {'ms':>9} {'speedup':>8} {'P2':>5} {'vs eager':>9}")
     for r in sorted(rows, key=lambda r: (list(records).index(r["size"]), r["batch"], r["runtime"])):
         vs = f"{r['vs_eager_dense']:>8.2f}x" if r["vs_eager_dense"] is not None else f"{'-':>9}"
-        print(f"{r['size']:<14} {r['batch']:>5}  {r['runtime']:<12} {r['variant']:<20} {r['macs_per_sample'] / 1e6:>8.2f} {r['mac_reduction']:>6.2f}x"
+        print(f"{r['size']:<14} {r['batch']:>5}  {r['runtime']:<16} {r['variant']:<20} {r['macs_per_sample'] / 1e6:>8.2f} {r['mac_reduction']:>6.2f}x"
               f" {r['ms']:>9.3f} {r['speedup']:>7.2f}x {r['p2']:>5.2f} {vs}")
+
+
+def end_to_end(rows: list[dict]) -> list[str]:
+    """The issue's last target, speed only: the 8x structured cut as an int8 ONNX file against the
+    dense eager model a training run leaves, per generator at batch 64 (aim: >= 20x)."""
+    return [
+        f"end to end, {r['size']} batch 64: structured-8x int8 ONNX Runtime {r['vs_eager_dense']:.2f}x faster than dense eager"
+        f" ({r['mac_reduction']:.2f}x fewer MACs; aim >= 20x: {'reached' if r['vs_eager_dense'] >= 20 else 'missed'})"
+        for r in rows if r["runtime"] == INT8 and r["variant"] == "structured-8x" and r["batch"] == 64 and r["vs_eager_dense"]
+    ]
 
 
 def target(rows: list[dict]) -> dict:
