@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--after_epochs", type=int, default=5)
     parser.add_argument("--reductions", default="2,4,8", help="generator MAC reductions")
     parser.add_argument("--distill", default="off,on", help="fine-tuning without and/or with --callbacks distill")
-    parser.add_argument("--tools", default="ours,tp")
+    parser.add_argument("--tools", default="ours,tp", help="ours (the default criterion), tp, and ours:<criterion> rows, e.g. ours:group")
     parser.add_argument("--dcgan", action="store_true", help="also train and evaluate the default DCGAN for D + A epochs")
     parser.add_argument("--seeds", default="0")
     add_evaluation_flags(parser)
@@ -163,15 +163,17 @@ def main() -> None:
             for kd in [k for k in args.distill.split(",") if k]:
                 distill = kd == "on"
                 for tool in [t for t in args.tools.split(",") if t]:
-                    name = f"{tool}-x{r:g}{'+kd' if distill else ''}"
-                    if tool == "ours":
+                    name = f"{tool.replace(':', '-')}-x{r:g}{'+kd' if distill else ''}"
+                    if tool.startswith("ours"):  # "ours:<criterion>" adds --prune.criterion <criterion> to the user's command
+                        criterion = tool.partition(":")[2]
                         flags = ["--ckpt_path", str(dense_d), "--callbacks", "prune,distill" if distill else "prune",
                                  "--prune.generator_amount", str(amount), "--prune.start_epoch", str(d)]
+                        flags += ["--prune.criterion", criterion] if criterion else []
                     else:
                         flags = ["--ckpt_path", str(tp_ckpt)]
                         flags += ["--callbacks", "distill", "--distill.teacher_ckpt", str(dense_d)] if distill else []
                     ckpt = train(work / name, [*base, *flags, "--trainer.max_epochs", str(total)], work / f"{name}.log")
-                    row = {"tool": tool, "reduction": r, "distill": distill, "amount": amount if tool == "ours" else ratio,
+                    row = {"tool": tool, "reduction": r, "distill": distill, "amount": ratio if tool == "tp" else amount,
                            **record(name, ckpt, args, dense["g_macs"])}
                     row["g_params"] = sum(p.numel() for p in _load(ckpt).sampling_generator.parameters())
                     rows.append(row)

@@ -65,7 +65,8 @@ class Prune(CompressionCallback):
             the three amounts above.
         granularity: ``structured`` (units physically removed: a faster network) or
             ``unstructured`` (single weights zeroed under a mask: smaller when stored sparse).
-        criterion: ``l1``, ``l2`` (magnitude), ``gradient`` (|dL/dw|), ``taylor`` (|w dL/dw|),
+        criterion: ``l1``, ``l2`` (magnitude), ``group`` (structured: every slice of a channel
+            group, consumers and norms included, as Torch-Pruning), ``gradient`` (|dL/dw|), ``taylor`` (|w dL/dw|),
             ``fisher`` (diagonal empirical Fisher) or ``obd`` (diagonal Hessian, Optimal Brain
             Damage); L is the network's adversarial loss, or the ``training_step`` loss of a
             module that is not a GANModule (where fisher is not available).

@@ -91,6 +91,8 @@ class PruneOptions:
             raise ConfigError("--prune.rewind_epoch needs --prune.schedule iterative and --prune.granularity unstructured (rewound weights must keep their shapes)")
         if self.schedule == "dynamic" and self.metric == "none":
             raise ConfigError("--prune.schedule dynamic is driven by the quality metric: set --prune.metric auto, fid or swd")
+        if self.criterion == "group" and self.granularity != "structured":
+            raise ConfigError("--prune.criterion group scores channel groups: it needs --prune.granularity structured (use l1 or l2 for single weights)")
         if self.calibration_source not in ("real", "vae"):
             raise ConfigError(f"--prune.calibration_source must be real or vae, got {self.calibration_source!r}")
 

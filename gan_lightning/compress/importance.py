@@ -27,9 +27,9 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from gan_lightning.compress.profiling import evaluating
-from gan_lightning.compress.surgery import out_dim, weight_name, weight_of
+from gan_lightning.compress.surgery import in_dim, out_dim, weight_name, weight_of
 
-Criterion = Literal["l1", "l2", "gradient", "taylor", "fisher", "obd"]
+Criterion = Literal["l1", "l2", "group", "gradient", "taylor", "fisher", "obd"]
 # loss(params, real, z): the scored network's loss on a batch; with ``params`` (a dict of its
 # parameters and buffers) the network must run functionally on them (per-sample gradients).
 NetworkLoss = Callable[[Optional[dict[str, torch.Tensor]], torch.Tensor, torch.Tensor], torch.Tensor]
@@ -126,6 +126,29 @@ class L2(Magnitude):
     power = 2
 
 
+class GroupMagnitude(L2):
+    """Structured only: every tensor slice a unit owns in its group, the producers' output rows,
+    the consumers' input columns and the normalizations' scale and shift, each slice's L2 norm
+    divided by its tensor's mean over the group's units, summed (Torch-Pruning's group
+    magnitude). On the SNGAN ResNet generator cut to 4x, a cut chosen this way recovered in 3
+    epochs of distillation where one chosen by ``l1`` did not (benchmarks/README.md)."""
+
+    name = "group"
+
+    def unit_scores(self, network, group, element_scores=None, dim=None) -> torch.Tensor:
+        total = torch.zeros(group.units)
+        slices = [(weight_of(network.get_submodule(m.layer)), out_dim(network.get_submodule(m.layer)), m) for m in group.producers]
+        slices += [(weight_of(network.get_submodule(m.layer)), in_dim(network.get_submodule(m.layer)), m) for m in group.consumers]
+        for m in group.norm_members:
+            norm = network.get_submodule(m.layer)
+            slices += [(t, 0, m) for t in (getattr(norm, "weight", None), getattr(norm, "bias", None)) if t is not None]
+        for tensor, axis, m in slices:
+            rows = tensor.detach().float().transpose(0, axis)[m.offset : m.offset + group.units * m.size]
+            norms = rows.reshape(group.units, -1).pow(2).sum(1).sqrt().cpu()
+            total += norms / norms.mean().clamp_min(1e-12)
+        return total
+
+
 class _LossGradient(Importance):
     """Criteria built from dL/dw, averaged over the calibration batches."""
 
@@ -199,7 +222,7 @@ class Fisher(Importance):
         return out
 
 
-CRITERIA: dict[str, type[Importance]] = {cls.name: cls for cls in (L1, L2, Gradient, Taylor, Fisher, OBD)}
+CRITERIA: dict[str, type[Importance]] = {cls.name: cls for cls in (L1, L2, GroupMagnitude, Gradient, Taylor, Fisher, OBD)}
 
 
 def make_importance(name: str, **options) -> Importance:

@@ -16,6 +16,7 @@ from gan_lightning.compress.importance import CRITERIA
 from gan_lightning.compress.pruning import example_input
 from gan_lightning.compress.surgery import trace
 from gan_lightning.core.module import GANModule
+from gan_lightning.errors import ConfigError
 from gan_lightning.networks import ResNetDiscriminator, ResNetGenerator
 from tests.helpers import REPO, make_trainer, train_py_ddp
 
@@ -59,6 +60,11 @@ def test_every_criterion_cuts_every_group_of_both_resnets(tmp_path, criterion):
         if parametrize.is_parametrized(layer, "weight"):
             assert layer.parametrizations.weight[0]._u.numel() == layer.parametrizations.weight.original.shape[0]
             assert sigma_of_normalized(layer.eval()) == pytest.approx(1.0, abs=0.1)
+
+
+def test_the_group_criterion_is_refused_for_single_weights():
+    with pytest.raises(ConfigError, match="--prune.criterion group scores channel groups: it needs --prune.granularity structured"):
+        Prune(criterion="group", granularity="unstructured")
 
 
 def test_unstructured_masks_act_on_the_spectral_norm_layers_original_weights(tmp_path, seeded):

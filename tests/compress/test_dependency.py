@@ -256,3 +256,15 @@ def test_what_the_walk_cannot_follow_is_refused_in_one_sentence_naming_it():
         trace(Slicing(), torch.zeros(2, 1, 4, 4))
     with pytest.raises(ConfigError, match="traces Branching with torch.fx, which cannot follow its forward.*unstructured"):
         trace(Branching(), torch.zeros(2, 3))
+
+
+def test_the_group_criterion_scores_every_slice_a_unit_owns():
+    from gan_lightning.compress.importance import make_importance
+
+    net, x = _network("residual")
+    group = {g.producer: g for g in trace(net, x).groups}["wider.conv2"]  # conv2 + the 1x1 shortcut, read by the head
+    l1_before = make_importance("l1").unit_scores(net, group)
+    with torch.no_grad():
+        net.head.weight[:, 3] *= 100  # unit 3 now matters most to its consumer
+    assert torch.argmax(make_importance("group").unit_scores(net, group)) == 3  # consumers' columns count
+    assert torch.equal(make_importance("l1").unit_scores(net, group), l1_before)  # producers' weights only: unchanged
