@@ -9,11 +9,11 @@ from gan_lightning.networks import MLPDiscriminator, MLPGenerator
 
 
 def test_every_criterion_is_a_class_named_in_the_registry():
-    assert list(CRITERIA) == ["l1", "l2", "gradient", "taylor", "fisher", "obd"]
+    assert list(CRITERIA) == ["l1", "l2", "group", "gradient", "taylor", "fisher", "obd"]
     for name in CRITERIA:
         importance = make_importance(name, hutchinson_probes=5)
         assert isinstance(importance, Importance) and importance.name == name
-        assert importance.needs_data == (name not in ("l1", "l2"))
+        assert importance.needs_data == (name not in ("l1", "l2", "group"))
     assert make_importance("obd", hutchinson_probes=5).probes == 5
 
 
