@@ -148,8 +148,9 @@ def prunable_groups(module, network: str, skip: set[str]) -> list[ChannelGroup]:
 
 @torch.no_grad()
 def zero_units(module, network: str, keep: dict[str, torch.Tensor], inputs: Optional[torch.Tensor]) -> None:
-    """Make removed units output exactly zero (producer rows and bias, norm scale and shift),
-    so the network computes what the physically cut one will, and the cut can wait."""
+    """Make removed units output exactly zero (producer rows and bias, norm scale and shift,
+    and the consumers' columns, which a spectral norm's sigma still sees), so the network
+    computes what the physically cut one will, and the cut can wait."""
     for net in networks_of(module, network):
         mask_units(net, example_input(module, network), keep, inputs)
 
