@@ -48,6 +48,7 @@ from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
 from torch.nn.utils.parametrize import is_parametrized, type_before_parametrizations
 
 from gan_lightning.compress.profiling import COUNTED, network_cost
+from gan_lightning.compress.spectral import exact_spectral_vectors
 from gan_lightning.errors import CheckpointError, ConfigError
 
 RankMode = Literal["fixed", "ratio", "energy"]
@@ -201,14 +202,7 @@ def _keep_spectral_norm(layer: nn.Module, factors: tuple[nn.Module, nn.Module]) 
     if norms:
         for factor in factors:
             spectral_norm(factor, n_power_iterations=norms[0].n_power_iterations, eps=norms[0].eps)
-            # exact singular vectors rather than 15 power iterations, which converge slowly on
-            # sqrt(S)'s close singular values (a full-rank factor was off by up to 2%)
-            sn = factor.parametrizations.weight[0]
-            matrix = sn._reshape_weight_to_matrix(factor.parametrizations.weight.original).detach().double().cpu()
-            if matrix.abs().max() > 0:  # not a shapes-only rebuild, whose vectors a state_dict brings
-                u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
-                sn._u.copy_(u[:, 0].to(sn._u))
-                sn._v.copy_(vh[0].to(sn._v))
+            exact_spectral_vectors(factor)
 
 
 @dataclass

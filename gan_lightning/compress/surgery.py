@@ -6,8 +6,7 @@ output rows (dim 1 of a ConvTranspose weight) and bias, every normalization's pa
 running statistics, and every consumer's input columns, at each layer's own offset and unit
 size (a DCGAN stem's unit is a whole ``4x4`` feature map, ``16`` Linear outputs). A
 spectral-norm parametrized layer is cut in its original weight, and its power-iteration
-vectors are cut with it and re-converged, so the normalized weight stays what the rest of the
-weights imply. Every cut is checked to have shrunk its group; anything that cannot be handled
+vectors are set to the cut weight's top singular pair, so sigma is the remaining weight's. Every cut is checked to have shrunk its group; anything that cannot be handled
 is refused in one sentence.
 """
 
@@ -21,6 +20,7 @@ from torch.nn.utils import parametrize
 
 from gan_lightning.compress.dependency import NORMS, WEIGHTED, ChannelGroup, Member, NetworkGraph, trace
 from gan_lightning.compress.lowrank import LowRank
+from gan_lightning.compress.spectral import exact_spectral_vectors
 from gan_lightning.errors import CheckpointError, ConfigError
 
 __all__ = ["NORMS", "WEIGHTED", "ChannelGroup", "NetworkGraph", "trace", "remove_units", "remove_inputs", "apply_cut"]
@@ -98,40 +98,19 @@ def _set_features(module: nn.Module, which: str, n: int) -> None:
         setattr(module, "out_channels" if which == "out" else "in_channels", n)
 
 
-@torch.no_grad()
-def _reconverge_spectral_norm(module: nn.Module, rows: Optional[torch.Tensor], cols: Optional[torch.Tensor]) -> None:
-    """Cut a spectral norm's power-iteration vectors with its weight and run the iteration again:
-    ``u`` lives on the output rows, ``v`` on the inputs times the kernel positions."""
-    if not parametrize.is_parametrized(module, "weight"):
-        return
-    weight = module.parametrizations.weight.original
-    for norm in module.parametrizations.weight:
-        if not hasattr(norm, "_u"):
-            continue
-        u, v = norm._u, norm._v
-        per_input = weight[0, 0].numel() if weight.dim() > 2 else 1
-        if (rows is None or len(rows) == len(u)) and (cols is None or len(cols) * per_input == len(v)):
-            return  # nothing cut: the layer computes exactly what it did
-        if rows is not None:
-            u = u[rows.to(u.device)]
-        if cols is not None:
-            v = v.view(-1, per_input)[cols.to(v.device)].reshape(-1)
-        norm._u = nn.functional.normalize(u, dim=0, eps=norm.eps)
-        norm._v = nn.functional.normalize(v, dim=0, eps=norm.eps)
-        norm._power_method(norm._reshape_weight_to_matrix(weight), 15)
-
-
 def remove_units(network: nn.Module, group: ChannelGroup, keep: torch.Tensor) -> None:
     """Keep only units ``keep`` (sorted indices) of ``group``: a genuinely smaller network."""
     modules = dict(network.named_modules())
     keep = keep.sort().values.cpu()
+    cut = len(keep) < group.units  # a cut that keeps every unit leaves sigma's estimate exactly as it was
     for member in group.producers:
         layer = modules[member.layer]
         rows = _kept(member, keep, group.units, _features(layer, "out"))
         _slice_param(layer, "weight", out_dim(layer), rows)
         _slice_param(layer, "bias", 0, rows)
         _set_features(layer, "out", len(rows))
-        _reconverge_spectral_norm(layer, rows, None)
+        if cut:
+            exact_spectral_vectors(layer)
     for member in group.norm_members:
         norm = modules[member.layer]
         rows = _kept(member, keep, group.units, _features(norm, "out"))
@@ -144,7 +123,8 @@ def remove_units(network: nn.Module, group: ChannelGroup, keep: torch.Tensor) ->
         cols = _kept(member, keep, group.units, _features(layer, "in"))
         _slice_param(layer, "weight", in_dim(layer), cols)
         _set_features(layer, "in", len(cols))
-        _reconverge_spectral_norm(layer, None, cols)
+        if cut:
+            exact_spectral_vectors(layer)
     group.units = len(keep)
 
 
