@@ -104,9 +104,12 @@ def _join(a: _Space, b: _Space) -> _Space:
     return a
 
 
-def _channels(module: nn.Module, which: str) -> int:
+def features(module: nn.Module, which: str) -> int:
+    """A layer's input (``which="in"``) or output channels or features; a norm's features."""
     if isinstance(module, nn.Linear):
         return module.out_features if which == "out" else module.in_features
+    if isinstance(module, NORMS):
+        return module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
     return module.out_channels if which == "out" else module.in_channels
 
 
@@ -233,9 +236,9 @@ class _Walk:
             for seg in layout or []:
                 seg.space.root().consumers.append((node.target, offset, seg.count, seg.normalized_by))
                 offset += seg.count
-            if layout is None or offset != _channels(m, "in"):
+            if layout is None or offset != features(m, "in"):
                 self._refuse(node, f"the input of layer {node.target!r}")
-            space = self._space(_channels(m, "out"))
+            space = self._space(features(m, "out"))
             space.producers.append((node.target, 0, space.units))
             return [_Segment(space, space.units)]
         if isinstance(m, NORMS):
@@ -324,7 +327,7 @@ class _Walk:
                 continue
             groups.append(self._group(space))
         first = self.modules[self.weighted[0]]
-        return NetworkGraph(list(self.weighted), groups, self.weighted[0], _channels(first, "in"))
+        return NetworkGraph(list(self.weighted), groups, self.weighted[0], features(first, "in"))
 
     def _member(self, space: _Space, layer: str, offset: int, count: int) -> Member:
         if count % space.units:

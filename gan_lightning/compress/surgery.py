@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gan_lightning.compress.dependency import NORMS, WEIGHTED, ChannelGroup, Member, NetworkGraph, trace
+from gan_lightning.compress.dependency import NORMS, WEIGHTED, ChannelGroup, Member, NetworkGraph, features, trace
 from gan_lightning.compress.lowrank import LowRank
 from gan_lightning.compress.spectral import exact_spectral_vectors
 from gan_lightning.errors import CheckpointError, ConfigError
@@ -77,14 +77,6 @@ def _kept(member: Member, keep: torch.Tensor, units: int, total: int) -> torch.T
     return torch.cat([torch.arange(member.offset), member.offset + _expand(keep, member.size), torch.arange(end, total)])
 
 
-def _features(module: nn.Module, which: str) -> int:
-    if isinstance(module, nn.Linear):
-        return module.out_features if which == "out" else module.in_features
-    if isinstance(module, NORMS):
-        return module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
-    return module.out_channels if which == "out" else module.in_channels
-
-
 def _set_features(module: nn.Module, which: str, n: int) -> None:
     if isinstance(module, nn.Linear):
         setattr(module, "out_features" if which == "out" else "in_features", n)
@@ -105,7 +97,7 @@ def remove_units(network: nn.Module, group: ChannelGroup, keep: torch.Tensor) ->
     cut = len(keep) < group.units  # a cut that keeps every unit leaves sigma's estimate exactly as it was
     for member in group.producers:
         layer = modules[member.layer]
-        rows = _kept(member, keep, group.units, _features(layer, "out"))
+        rows = _kept(member, keep, group.units, features(layer, "out"))
         _slice_param(layer, "weight", out_dim(layer), rows)
         _slice_param(layer, "bias", 0, rows)
         _set_features(layer, "out", len(rows))
@@ -113,14 +105,14 @@ def remove_units(network: nn.Module, group: ChannelGroup, keep: torch.Tensor) ->
             exact_spectral_vectors(layer)
     for member in group.norm_members:
         norm = modules[member.layer]
-        rows = _kept(member, keep, group.units, _features(norm, "out"))
+        rows = _kept(member, keep, group.units, features(norm, "out"))
         for attr in ("weight", "bias", "running_mean", "running_var"):
             if hasattr(norm, attr):
                 _slice_param(norm, attr, 0, rows)
         _set_features(norm, "out", len(rows))
     for member in group.consumers:
         layer = modules[member.layer]
-        cols = _kept(member, keep, group.units, _features(layer, "in"))
+        cols = _kept(member, keep, group.units, features(layer, "in"))
         _slice_param(layer, "weight", in_dim(layer), cols)
         _set_features(layer, "in", len(cols))
         if cut:
