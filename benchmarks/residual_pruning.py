@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compress_paths import REPO, add_evaluation_flags, print_row, record, split_argv, train  # noqa: E402  (the same runner and evaluation as every path benchmark)
 
 from gan_lightning.compress.profiling import network_cost  # noqa: E402
+from gan_lightning.compress.selection import units_to_keep  # noqa: E402
 from gan_lightning.compress.pruning import cut_units  # noqa: E402
 from gan_lightning.compress.surgery import cut_groups, trace  # noqa: E402
 from gan_lightning.core.module import GANModule  # noqa: E402
@@ -63,9 +64,11 @@ def _macs(generator: torch.nn.Module, z_dim: int) -> int:
 
 
 def _ours_at(generator: torch.nn.Module, z_dim: int, amount: float) -> int:
-    """MACs after the prune callback's cut at ``amount`` (same units per group; which units does not change MACs)."""
+    """MACs after the prune callback's cut at ``amount``: its own count per group (``units_to_keep``,
+    layerwise, as --prune.generator_amount decides); which units does not change MACs."""
     g, z = copy.deepcopy(generator), torch.zeros(2, z_dim)
-    cut_groups(g, z, {grp.producer: torch.arange(max(1, round(grp.units * (1 - amount)))) for grp in trace(g, z).groups})
+    groups = trace(g, z).groups
+    cut_groups(g, z, units_to_keep({grp.producer: torch.zeros(grp.units) for grp in groups}, {grp.producer: grp.units for grp in groups}, amount, "layerwise"))
     return _macs(g, z_dim)
 
 
