@@ -33,7 +33,6 @@ for): at equal MACs ours is at least as good as Torch-Pruning's; at >= 8x with `
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import shlex
@@ -46,10 +45,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compress_paths import REPO, add_evaluation_flags, print_row, record, split_argv, train  # noqa: E402  (the same runner and evaluation as every path benchmark)
 
-from gan_lightning.compress.profiling import network_cost  # noqa: E402
-from gan_lightning.compress.selection import units_to_keep  # noqa: E402
+from equal_macs import bisect, ours_macs_at, tp_macs_at  # noqa: E402
+
 from gan_lightning.compress.pruning import cut_units  # noqa: E402
-from gan_lightning.compress.surgery import cut_groups, trace  # noqa: E402
 from gan_lightning.core.module import GANModule  # noqa: E402
 
 CONFIG = ["--config", "sngan"]
@@ -59,56 +57,12 @@ def _load(ckpt: Path) -> GANModule:
     return GANModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
 
 
-def _macs(generator: torch.nn.Module, z_dim: int) -> int:
-    return network_cost(generator, torch.zeros(2, z_dim)).macs
+def _last_conv(generator: torch.nn.Module) -> list[torch.nn.Module]:
+    return [[m for m in generator.modules() if isinstance(m, torch.nn.Conv2d)][-1]]  # the image's channels stay
 
 
-def _ours_at(generator: torch.nn.Module, z_dim: int, amount: float) -> int:
-    """MACs after the prune callback's cut at ``amount``: its own count per group (``units_to_keep``,
-    layerwise, as --prune.generator_amount decides); which units does not change MACs."""
-    g, z = copy.deepcopy(generator), torch.zeros(2, z_dim)
-    groups = trace(g, z).groups
-    cut_groups(g, z, units_to_keep({grp.producer: torch.zeros(grp.units) for grp in groups}, {grp.producer: grp.units for grp in groups}, amount, "layerwise"))
-    return _macs(g, z_dim)
-
-
-def _tp_keep(generator: torch.nn.Module, z_dim: int, ratio: float) -> dict[str, torch.Tensor]:
-    """Torch-Pruning's choice at ``ratio``, as the units each of the project's groups keeps."""
-    import torch_pruning as tp
-
-    g, z = copy.deepcopy(generator).eval(), torch.randn(2, z_dim)
-    last = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    pruner = tp.pruner.MetaPruner(g, z, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio, ignored_layers=[last])
-    pruner.step()
-    groups = trace(generator, z).groups
-    owner = {m.layer: (grp, m.size) for grp in groups for m in grp.producers}
-    keep = {}
-    for layer, is_out, removed in pruner.pruning_history():
-        if not is_out or layer not in owner:
-            continue
-        grp, size = owner[layer]
-        units = sorted({i // size for i in removed})
-        if len(units) * size != len(removed):
-            sys.exit(f"Torch-Pruning removed part of a unit of {layer} ({len(removed)} features, units of {size}): not comparable")
-        kept = torch.tensor([u for u in range(grp.units) if u not in set(units)], dtype=torch.long)
-        keep[grp.producer] = kept if len(kept) else torch.tensor([0])
-    return keep
-
-
-def _tp_at(generator: torch.nn.Module, z_dim: int, ratio: float) -> tuple[int, dict[str, torch.Tensor]]:
-    keep = _tp_keep(generator, z_dim, ratio)
-    g = copy.deepcopy(generator)
-    cut_groups(g, torch.zeros(2, z_dim), keep)
-    return _macs(g, z_dim), keep
-
-
-def _bisect(macs_at, target: float, lo: float = 0.0, hi: float = 0.95, steps: int = 14) -> float:
-    """The amount whose MACs are closest to ``target`` (MACs fall, in steps of whole units, as
-    the amount grows): the nearer of the two sides of the last step."""
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs_at(mid) > target else (lo, mid)
-    return min((round(lo, 4), round(hi, 4)), key=lambda a: abs(macs_at(a) - target))
+def _z(z_dim: int) -> torch.Tensor:
+    return torch.zeros(2, z_dim)
 
 
 def write_tp_checkpoint(dense_ckpt: Path, keep: dict[str, torch.Tensor], out: Path) -> Path:
@@ -160,9 +114,9 @@ def main() -> None:
         rows = []
         for r in [float(x) for x in args.reductions.split(",") if x]:
             target = dense["g_macs"] / r
-            amount = _bisect(lambda a: _ours_at(g, z_dim, a), target)
-            ratio = _bisect(lambda a: _tp_at(g, z_dim, a)[0], _ours_at(g, z_dim, amount))
-            tp_ckpt = write_tp_checkpoint(dense_d, _tp_at(g, z_dim, ratio)[1], work / f"tp-x{r:g}.ckpt")
+            amount = bisect(lambda a: ours_macs_at(g, _z(z_dim), a), target)
+            ratio = bisect(lambda a: tp_macs_at(g, _z(z_dim), a, _last_conv)[0], ours_macs_at(g, _z(z_dim), amount))
+            tp_ckpt = write_tp_checkpoint(dense_d, tp_macs_at(g, _z(z_dim), ratio, _last_conv)[1], work / f"tp-x{r:g}.ckpt")
             for kd in [k for k in args.distill.split(",") if k]:
                 distill = kd == "on"
                 for tool in [t for t in args.tools.split(",") if t]:
