@@ -37,6 +37,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 import torchvision
 
 REPO = Path(__file__).resolve().parent.parent
+WORK = tempfile.mkdtemp(prefix="resnet18_pruning_")  # the prune callback's layer tables; nothing else is written
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # run as a script, the project's packages come from the checkout
 from equal_macs import bisect, macs, ours_macs_at, tp_macs_at  # noqa: E402
 
@@ -83,7 +85,7 @@ class Classifier(pl.LightningModule):
 
 
 def fit(module: Classifier, data: DigitsDataModule, epochs: int, callbacks: list) -> Classifier:
-    trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False, default_root_dir=WORK,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module.train(), data)  # Lightning keeps the modes modules start in: an evaluated copy would train its BatchNorms frozen
     return module

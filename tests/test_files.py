@@ -129,8 +129,9 @@ def test_a_torchscript_export_on_a_full_disk_is_one_sentence_and_leaves_no_tempo
     assert names(tmp_path) == []
 
 
-def test_synthesize_removes_the_images_of_a_dataset_the_disk_could_not_hold(tmp_path, monkeypatch):
-    from gan_lightning.commands import synthesize
+def test_images_the_disk_could_not_hold_are_removed_again(tmp_path, monkeypatch):
+    """generate's and synthesize's PNG folders: no half set is left behind (the user's own file stays)."""
+    from gan_lightning.commands import generate
 
     written = []
 
@@ -140,10 +141,10 @@ def test_synthesize_removes_the_images_of_a_dataset_the_disk_could_not_hold(tmp_
         path.write_bytes(b"png")
         written.append(path)
 
-    monkeypatch.setattr(synthesize, "save_png", save_png)
+    monkeypatch.setattr(generate, "save_png", save_png)
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "000001.png").write_bytes(b"the user's own")  # replaced, as --overwrite says
     pixels = torch.zeros(10, 8, 8, 1, dtype=torch.uint8)
     with pytest.raises(WriteError, match=r"could not write image 4 of 10 into --out .*ds \(disk full\); the images written before it were removed again: free space"):
-        synthesize.write_images(pixels, None, [], tmp_path / "ds")
+        generate.write_images(pixels, tmp_path / "ds")
     assert names(tmp_path / "ds") == ["000001.png"]

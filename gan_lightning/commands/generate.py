@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -26,7 +26,8 @@ from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
 from gan_lightning.deploy.runtimes import load_runtime
 from gan_lightning.deploy.torchscript_trust import add_trust_torchscript_flag
-from gan_lightning.errors import ConfigError
+from gan_lightning.errors import ConfigError, WriteError
+from gan_lightning.files import advice, refused_writes, write_atomically, write_failure
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,9 +69,40 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
-def save_png(pixels: torch.Tensor, path: Path) -> None:
+def save_png(pixels: torch.Tensor, path: Path | BinaryIO) -> None:
     array = pixels.numpy()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path, format="PNG")
+
+
+def write_images(pixels: torch.Tensor, out: Path, targets: Optional[torch.Tensor] = None, names: Sequence[str] = ()) -> list[Path]:
+    """One PNG per sample (``out/000000.png``, ...), in its class's folder ``names[target]``
+    when there are labels; returns the files. A full or read-only disk stops it with one
+    sentence, and the images this call created are removed again: half a set would fill the disk
+    and look like a whole one to whoever reads the folder."""
+    created: list[Path] = []
+    written: list[Path] = []
+    index = 0
+    try:
+        for name in names:  # every class gets its folder, so the loader's label order is the classifier's
+            (out / name).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        for index, pixel in enumerate(pixels):
+            path = (out / names[int(targets[index])] if targets is not None else out) / f"{index:06d}.png"
+            if not path.exists():
+                created.append(path)
+            save_png(pixel, path)
+            written.append(path)
+    except Exception as exc:
+        why = write_failure(exc, out)
+        if why is None:
+            raise
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise WriteError(
+            f"could not write image {index + 1} of {len(pixels)} into --out {out} ({why}); the images written before it were"
+            f" removed again: {advice(why, '--out')}"
+        ) from exc
+    return written
 
 
 def generate(source: str | Path, out: str | Path, num_samples: int = 64, seed: int = 0, batch_size: int = 64,
@@ -100,13 +132,13 @@ def generate(source: str | Path, out: str | Path, num_samples: int = 64, seed: i
             pixels.append(to_uint8(images))
             bar.update(len(z))
     pixels = torch.cat(pixels)
-    (out.parent if grid else out).mkdir(parents=True, exist_ok=True)
-    if grid:
-        nrow = max(1, round(num_samples**0.5))
-        save_png(make_grid(pixels.permute(0, 3, 1, 2), nrow=nrow, padding=2, pad_value=255).permute(1, 2, 0), out)
-    else:
-        for pixel, target in zip(pixels, targets):
-            save_png(pixel, target)
+    if not grid:
+        return write_images(pixels, out)
+    nrow = max(1, round(num_samples**0.5))
+    sheet = make_grid(pixels.permute(0, 3, 1, 2), nrow=nrow, padding=2, pad_value=255).permute(1, 2, 0)
+    with refused_writes(out.parent, "the folder of --out"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(out, lambda f: save_png(sheet, f), fsync=False)
     return targets
 
 

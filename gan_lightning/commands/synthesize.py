@@ -30,11 +30,11 @@ from tqdm import tqdm
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.console import CommandParser, run
 from gan_lightning.commands.evaluate import datamodule_from_config, run_config
-from gan_lightning.commands.generate import latent_batches, load_generator, save_png, to_uint8
+from gan_lightning.commands.generate import latent_batches, load_generator, to_uint8, write_images
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.deploy.torchscript_trust import add_trust_torchscript_flag
-from gan_lightning.errors import ConfigError, WriteError
-from gan_lightning.files import advice, write_atomically, write_failure
+from gan_lightning.errors import ConfigError
+from gan_lightning.files import write_atomically
 from gan_lightning.quality.cas import classification_accuracy_score
 from gan_lightning.quality.features import domain_classifier, load_domain_classifier
 from gan_lightning.synth.vae import is_vae_file, load_vae
@@ -65,33 +65,6 @@ def class_names(datamodule, num_classes: int) -> list[str]:
         return names
     width = len(str(num_classes - 1))
     return [f"{i:0{width}d}" for i in range(num_classes)]
-
-
-def write_images(pixels: torch.Tensor, targets: Optional[torch.Tensor], names: list[str], out: Path) -> None:
-    """One PNG per sample, in its class's folder when there are labels. A full or read-only disk
-    stops it with one sentence, and the images this call created are removed again: half a
-    dataset would fill the disk and look like a whole one to a loader."""
-    created: list[Path] = []
-    index = 0
-    try:
-        for name in names:  # every class gets its folder, so the loader's label order is the classifier's
-            (out / name).mkdir(parents=True, exist_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        for index, pixel in enumerate(pixels):
-            path = (out / names[int(targets[index])] if targets is not None else out) / f"{index:06d}.png"
-            if not path.exists():
-                created.append(path)
-            save_png(pixel, path)
-    except Exception as exc:
-        why = write_failure(exc, out)
-        if why is None:
-            raise
-        for path in created:
-            path.unlink(missing_ok=True)
-        raise WriteError(
-            f"could not write image {index + 1} of {len(pixels)} into --out {out} ({why}); the images written before it were"
-            f" removed again: {advice(why, '--out')}"
-        ) from exc
 
 
 def synthesize(source: str | Path, out: str | Path, num_samples: int = 1000, labels: str = "auto", config: Optional[str | Path] = None,
@@ -149,7 +122,7 @@ def synthesize(source: str | Path, out: str | Path, num_samples: int = 1000, lab
     else:
         targets = None
     names = class_names(datamodule, max(num_classes, int(targets.max()) + 1)) if targets is not None else []
-    write_images(pixels, targets, names, out)
+    write_images(pixels, out, targets, names)
     record = {
         "source": str(source), "kind": kind, "num_samples": num_samples, "seed": seed, "labels": labels, "classes": names,
         "class_counts": torch.bincount(targets, minlength=len(names)).tolist() if targets is not None else None,

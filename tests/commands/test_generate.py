@@ -4,7 +4,9 @@ ONNX export gives images a level or two of 255 away."""
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -69,6 +71,27 @@ def test_grid_and_refusals(tmp_path, pruned, capsys):
         assert generate_command.main(argv) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == message
     assert grid.read_bytes() == before
+
+
+def test_a_grid_the_disk_could_not_hold_keeps_the_earlier_grid(tmp_path, pruned, capsys, monkeypatch):
+    grid = tmp_path / "grid.png"
+    assert generate_command.main(["--source", str(pruned["compact"]), "--out", str(grid), "--grid", "--num_samples", "4"]) == 0
+    before = grid.read_bytes()
+    real_open = open
+
+    def full_disk(file, mode="r", *args, **kwargs):  # room for a name, none for the bytes
+        f = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and str(file).endswith(".partial"):
+            f.write = lambda data: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        return f
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    assert generate_command.main(["--source", str(pruned["compact"]), "--out", str(grid), "--grid", "--num_samples", "4", "--seed", "1", "--overwrite"]) == 2
+    monkeypatch.undo()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: could not write --out {grid} (disk full); the earlier grid.png is intact: free space or choose another --out"
+    )
+    assert grid.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
 
 
 def test_generate_runs_an_int8_onnx_export(tmp_path, pruned, capsys):

@@ -131,4 +131,12 @@ CASES = [
          into("ds", lambda ws: ["--source", str(ws.ckpt), "--out", str(ws.path("ds")), "--num_samples", "40", "--labels", "none"]),
          r"error: could not write image \d+ of 40 into --out .*ds \(disk full\); the images written before it were removed again",
          env=faults.env("enospc", "ds", free=2000), check=no_images),
+    Case("disk-full-on-generate-images", CATEGORY, "generate",
+         into("ds", lambda ws: ["--source", str(ws.ckpt), "--out", str(ws.path("ds")), "--num_samples", "40"]),
+         r"error: could not write image \d+ of 40 into --out .*ds \(disk full\); the images written before it were removed again: free space",
+         env=faults.env("enospc", "ds", free=2000), check=no_images),
+    Case("read-only-generate-grid", CATEGORY, "generate",
+         into("ro", lambda ws: ["--source", str(ws.ckpt), "--out", str(ws.path("ro/grid.png")), "--grid", "--num_samples", "9"]),
+         r"error: could not write --out .*grid\.png \(read-only file system\); nothing was written: choose another --out",
+         env=faults.env("erofs", "ro"), check=no_partial_files),
 ]
