@@ -12,7 +12,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 from typing_extensions import override
 
-from gan_lightning.core.loggers import log_image, run_dir
+from gan_lightning.core.loggers import log_image, run_dir, write_run_file
 from gan_lightning.dataset_tensors import stack_samples
 from gan_lightning.errors import ConfigError
 
@@ -77,7 +77,6 @@ class SampleGrid(Callback):
             return
         image = self.render(trainer, module)
         path = run_dir(trainer) / "samples" / f"epoch_{trainer.current_epoch:04d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(path)
+        write_run_file(path, lambda f: Image.fromarray(image).save(f, format="PNG"), "the sample grid")
         self.last_path = path
         log_image(trainer, "samples", image)

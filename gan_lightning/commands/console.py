@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, NoReturn, Optional
 
 from gan_lightning.errors import GANLightningError
+from gan_lightning.files import REASONS
 from gan_lightning.logs import ROOTS
 
 
@@ -81,6 +82,14 @@ PATH_REFUSALS = {
 }
 
 
+# a full or read-only disk under a library's writer (a logger's CSV, a W&B file)
+UNNAMED_REFUSALS = {
+    errno.ENOSPC: "free space (train.py: then resume from the newest checkpoint with --ckpt_path)",
+    errno.EDQUOT: "free space (train.py: then resume from the newest checkpoint with --ckpt_path)",
+    errno.EROFS: "write to a writable folder",
+}
+
+
 def path_refusal(exc: BaseException) -> Optional[str]:
     """One sentence for an OSError the file system raised on a path (an output folder under a
     file, read-only or full), found anywhere in the cause chain; None for any other error."""
@@ -91,6 +100,8 @@ def path_refusal(exc: BaseException) -> Optional[str]:
             if exc.errno == errno.ENOTDIR and blocker is not None:
                 return f"{exc.filename} cannot be created because {blocker} is a file, not a folder; choose another path"
             return f"{exc.filename} {PATH_REFUSALS[exc.errno]}"
+        if isinstance(exc, OSError) and exc.errno in UNNAMED_REFUSALS:  # a library's write() names no file
+            return f"a write was refused ({REASONS[exc.errno]}), so the command stopped; the files it had finished are intact: {UNNAMED_REFUSALS[exc.errno]}"
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

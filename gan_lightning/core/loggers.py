@@ -5,14 +5,18 @@ Whether W&B can log online is the train command's to decide (``gan_lightning/com
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 from pytorch_lightning import Trainer
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from gan_lightning.core.lightning_private import logging_step
+from gan_lightning.files import refused_writes, write_atomically
+
+RESUME = ", then resume from the newest checkpoint with --ckpt_path"
 
 
 def run_dir(trainer: Trainer) -> Path:
@@ -54,12 +58,22 @@ def log_table(trainer: Trainer, key: str, columns: list[str], rows: list[list[An
             lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
             logger.experiment.add_text(key, "\n".join(lines), logging_step(trainer))
     path = run_dir(trainer) / "tables" / (key.replace("/", "_") + ".csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    write_run_file(path, lambda f: f.write(text.getvalue().encode()), "the table")
     return path
+
+
+def write_run_file(path: Path, write: Callable[[BinaryIO], None], what: str) -> None:
+    """A file of the run's own (a sample grid, a table) written whole or not at all: on a full or
+    read-only disk the earlier file stays and training stops with one sentence (the checkpoint
+    of the last epoch is intact; it would be the next write to fail)."""
+    flag = "--trainer.default_root_dir"
+    with refused_writes(path.parent, f"the folder of {what}", flag, then=RESUME):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, write, what=what, flag=flag, then=RESUME, fsync=False)
 
 
 def describe_run(generator: str, data: str, loss: str, callbacks: list[str]) -> dict[str, Any]:

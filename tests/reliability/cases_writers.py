@@ -82,7 +82,7 @@ def into(folder: str, argv):
     """prepare: make ``folder`` and install the disk faults (inert until the case's env sets them)."""
     def prepare(ws: Workspace) -> list[str]:
         faults.install()
-        ws.path(folder).mkdir(exist_ok=True)
+        ws.path(folder).mkdir(parents=True, exist_ok=True)
         return argv(ws)
     return prepare
 
@@ -131,6 +131,13 @@ CASES = [
          into("ds", lambda ws: ["--source", str(ws.ckpt), "--out", str(ws.path("ds")), "--num_samples", "40", "--labels", "none"]),
          r"error: could not write image \d+ of 40 into --out .*ds \(disk full\); the images written before it were removed again",
          env=faults.env("enospc", "ds", free=2000), check=no_images),
+    Case("disk-full-on-the-sample-grid", CATEGORY, "train", into("runs/v/samples", lambda ws: tiny(ws, *RUN, "--trainer.logger.version", "v")),
+         r"error: could not write the sample grid .*samples/epoch_0000\.png \(disk full\); nothing was written: free space or choose"
+         r" another --trainer\.default_root_dir, then resume from the newest checkpoint with --ckpt_path",
+         env=faults.env("enospc", "runs/v/samples", free=0), check=no_partial_files),
+    Case("disk-full-under-the-loggers-writer", CATEGORY, "train", into("runs/v", lambda ws: tiny(ws, *RUN, "--trainer.logger.version", "v")),
+         r"error: a write was refused \(disk full\), so the command stopped; the files it had finished are intact: free space \(train\.py: then resume",
+         env=faults.env("enospc", "runs/v", free=0), check=no_partial_files),
     Case("disk-full-on-generate-images", CATEGORY, "generate",
          into("ds", lambda ws: ["--source", str(ws.ckpt), "--out", str(ws.path("ds")), "--num_samples", "40"]),
          r"error: could not write image \d+ of 40 into --out .*ds \(disk full\); the images written before it were removed again: free space",
