@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from gan_lightning.class_paths import check_config_classes
 from gan_lightning.commands.presets import find_preset, preset_names
 from gan_lightning.errors import ConfigError
 
@@ -133,5 +134,5 @@ def check_config_args(argv: list[str]) -> list[str]:
                     f" configs/NAME.yaml: {', '.join(preset_names())}"
                 )
             argv[i], value = before + str(preset), str(preset)
-        read_config_file(value)
+        check_config_classes(read_config_file(value), f"--config {value}", Path(value).parent)
     return argv

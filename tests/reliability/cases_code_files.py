@@ -25,7 +25,13 @@ INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # where torch's hub caches
 # the whole output may not hold the Zen of Python: ``import this`` prints it
 NO_ZEN = r"^(?!.*Beautiful is better than ugly)"
 DATA_REFUSED = NO_ZEN + r".*error: the data section of .*config\.yaml names the class '{}', which is not on the allow-list.*--allow_class"
+CONFIG_REFUSED = NO_ZEN + r".*error: --config .*{} names the class '{}', from a module that is not the project's .* so it was not imported: if you trust"
 NOT_PLAIN = r"is not a plain weights file .*torch-fidelity would run any code a pickle in it holds, so it was not read"
+
+
+def write(ws: Workspace, name: str, text: str) -> str:
+    ws.path(name).write_text(text)
+    return str(ws.path(name))
 
 
 class _Payload:
@@ -160,6 +166,17 @@ CASES = [
     Case("code-config-data-nested-yaml-evaluate", CATEGORY, "evaluate",  # jsonargparse reads a YAML file named in place of the class
          evaluate(lambda ws: (ws.path("data.yaml").write_text("class_path: this.Foo\n"), set_data(ws, str(ws.path("data.yaml"))), ["--features", "none"])[2]),
          DATA_REFUSED.format(r".*data\.yaml")),
+    Case("code-config-generator-this-train", CATEGORY, "train",
+         lambda ws: tiny(ws, "--config", write(ws, "g.yaml", "model:\n  generator:\n    class_path: this.Foo\n")),
+         CONFIG_REFUSED.format(r"g\.yaml", r"this\.Foo")),
+    Case("code-config-data-bare-string-train", CATEGORY, "train", lambda ws: tiny(ws, "--config", write(ws, "d.yaml", "data: this.Foo\n")),
+         CONFIG_REFUSED.format(r"d\.yaml", r"this\.Foo")),
+    Case("code-config-nested-yaml-train", CATEGORY, "train",  # jsonargparse reads a YAML file named in place of the class
+         lambda ws: tiny(ws, "--config", write(ws, "run.yaml", f"data: {write(ws, 'data.yaml', 'class_path: this.Foo')}\n")),
+         CONFIG_REFUSED.format(r"run\.yaml \(through .*data\.yaml\)", r"this\.Foo")),
+    Case("code-config-allowed-class-train", CATEGORY, "train",
+         lambda ws: tiny(ws, "--config", write(ws, "g.yaml", "model:\n  generator:\n    class_path: this.Foo\n")),
+         r"error: --model\.generator: Problem with given class_path 'this\.Foo'", env={"GAN_LIGHTNING_ALLOW_CLASSES": "this.Foo"}),
     Case("code-ts-swapped-pickle-generate", CATEGORY, "generate", generate(swapped_ts),
          r"error: .*g\.ts was changed after it was exported .* so it was not run: .*--trust_torchscript", check=no_images),
     Case("code-ts-swapped-pickle-trusted-generate", CATEGORY, "generate",
