@@ -3,6 +3,7 @@ dead run's lock is taken over, and only the rank that writes checkpoints takes i
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -75,6 +76,28 @@ def test_after_release_the_folder_can_be_locked_again(tmp_path):
     first.release()
     again = FolderLock(tmp_path)
     again.acquire()
+    again.release()
+
+
+@pytest.mark.filterwarnings("ignore:flock not supported")
+def test_a_file_system_without_os_locks_still_has_one_writer(tmp_path, monkeypatch):
+    """NFS without lockd, some FUSE mounts: flock fails with ENOSYS and filelock falls back to a
+    marker file (its pid and host), which refuses a second writer as the OS lock does."""
+    import fcntl
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    first = FolderLock(tmp_path)
+    first.acquire()
+    with pytest.raises(ConfigError, match=rf"is being written by another run \(pid {os.getpid()} on "):
+        FolderLock(tmp_path).acquire()
+    first.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the marker goes with the lock: nothing stale is left
+    again = FolderLock(tmp_path)
+    again.acquire()
+    assert again.holder()["token"] == again.token
     again.release()
 
 
