@@ -1,6 +1,6 @@
 """The battery as a table: every case run as a real subprocess against a checkout.
 
-    python -m tests.reliability.table --repo PATH [--json OUT]
+    python -m tests.reliability.table --repo PATH [--json OUT] [--timeout 90]
 
 ``--repo`` is the checkout whose commands are run (default: this one), so the same cases can
 be run on an older commit (``git worktree add /tmp/before <commit>``) for a before/after table.
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=REPO)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--only", default="", help="comma-separated case ids")
+    parser.add_argument("--timeout", type=float, default=90, help="seconds before a case counts as hung (the target is none past 30 s)")
     args = parser.parse_args()
     repo = args.repo.resolve()
     work = Path(tempfile.mkdtemp(prefix="battery-"))
@@ -59,7 +60,7 @@ def main() -> None:
         ws = battery.make_workspace(work / case.id, checkpoint)
         argv = case.prepare(ws)
         before = battery.sha256_tree(ws.dir)
-        rc, output = run(repo, battery.COMMANDS[case.command], argv, ws.dir, case.env)
+        rc, output = run(repo, battery.COMMANDS[case.command], argv, ws.dir, case.env, args.timeout)
         changed = battery.changed_files(before, battery.sha256_tree(ws.dir))
         problems = battery.verdict(case, rc, output) + [f"changed {', '.join(changed)}"] * bool(changed)
         if case.check is not None:
