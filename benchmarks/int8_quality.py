@@ -7,14 +7,14 @@ through ``train.py``, as ``compress_paths.py`` does: ``dense``, the default DCGA
 
 1. ``python -m gan_lightning.commands.export --ckpt_path CKPT --out fp32.onnx`` and the same with
    ``--out int8.onnx --quantize int8`` (default calibration), run as subprocesses, as a user runs them;
-2. each file is loaded with the product's runtime loader (``load_runtime``: ONNX Runtime's CPU
-   provider) and makes ``--num_fake`` samples per latent seed of ``--eval_seeds``, from the same
-   seeded draw as ``generate`` and ``evaluate`` (so seed s gives the same latents everywhere);
-3. the samples are scored by ``gan_lightning.quality.evaluation.evaluate_samples`` with the run's
-   own metric settings and domain classifier (``evaluate``'s ``metric_settings`` and
-   ``domain_weights``) against ``--num_real`` samples of ``--real_split``: FID, KID,
-   precision/recall and classes covered (``modes``), mean and std over the seeds;
-4. the evaluate command itself runs on the checkpoint with the same seeds and counts (row
+2. each file is scored by ``gan_lightning.commands.evaluate.evaluate_file`` (what ``export
+   --measure_fid`` records in the card): the product's runtime loader (ONNX Runtime's CPU
+   provider) makes ``--num_fake`` samples per latent seed of ``--eval_seeds`` from the same seeded
+   draw as ``generate`` and ``evaluate`` (so seed s gives the same latents everywhere), scored with
+   the run's own metric settings and domain classifier against ``--num_real`` samples of
+   ``--real_split``: FID, KID, precision/recall and classes covered (``modes``), mean and std over
+   the seeds;
+3. the evaluate command itself runs on the checkpoint with the same seeds and counts (row
    ``ckpt``), so the fp32 file's FID can be checked against it: the two see the same latents and
    differ only by ONNX Runtime's float reordering (about 1e-6 per pixel).
 
@@ -53,16 +53,12 @@ import torch  # noqa: E402
 from benchmarks.compress_paths import (  # noqa: E402
     VARIANTS, add_evaluation_flags, evaluate, event_flags, generator_macs, split_argv, train, write_json,
 )
-from gan_lightning.commands.evaluate import domain_weights, metric_settings, summarize  # noqa: E402
-from gan_lightning.commands.generate import latent_batches  # noqa: E402
+from gan_lightning.commands.evaluate import evaluate_file  # noqa: E402
 from gan_lightning.deploy.card import card_path  # noqa: E402
-from gan_lightning.deploy.runtimes import load_runtime  # noqa: E402
-from gan_lightning.quality.evaluation import evaluate_samples  # noqa: E402
 
 TARGET = 1.05  # issue 24: int8 FID <= 1.05x fp32
 PRUNED = "prune8+kd"
 FORMATS = {"fp32": [], "int8": ["--quantize", "int8"]}
-CHUNK = 500  # latents per runtime call, as GANModule.generate
 
 
 def run_config_file(ckpt: Path) -> Path:
@@ -81,18 +77,6 @@ def export(ckpt: Path, out: Path, fmt: str) -> dict:
     if proc.returncode != 0:
         sys.exit(f"export failed on {ckpt} ({fmt}): {proc.stderr[-2000:]}")
     return json.loads(card_path(out).read_text())
-
-
-def score(path: Path, settings: dict, datamodule, domain, seeds: list[int]) -> dict:
-    """The exported file's samples, scored per latent seed as evaluate scores a checkpoint's."""
-    generator = load_runtime(path)
-    per_seed = {}
-    for seed in seeds:
-        with torch.no_grad():
-            fake = torch.cat([generator(z) for z in latent_batches(settings["num_fake"], generator.z_dim, seed, CHUNK)])
-        per_seed[seed] = evaluate_samples(fake, datamodule, settings["features"], settings["num_real"], domain,
-                                          settings["inception_weights"], settings["real_split"])
-    return summarize(str(path), settings, seeds, per_seed)
 
 
 def row(fmt: str, result: dict, seconds: float, file: Path | None = None, card: dict | None = None) -> dict:
@@ -119,12 +103,11 @@ def measure(label: str, ckpt: Path, args, work: Path, seeds: list[int], dense_ma
     start = time.perf_counter()
     tag = f"evaluate-{args.num_fake}x{args.eval_seeds.replace(',', '_')}-{args.num_real}{args.real_split}.json"
     rows = {"ckpt": row("ckpt", evaluate(ckpt, args, folder / tag), time.perf_counter() - start)}
-    settings, datamodule = metric_settings(ckpt, config, num_fake=args.num_fake, num_real=args.num_real, real_split=args.real_split)
-    domain = domain_weights(datamodule, settings)
     for fmt in FORMATS:
         card = export(ckpt, folder / f"{fmt}.onnx", fmt)
         start = time.perf_counter()
-        rows[fmt] = row(fmt, score(folder / f"{fmt}.onnx", settings, datamodule, domain, seeds), time.perf_counter() - start, folder / f"{fmt}.onnx", card)
+        scored = evaluate_file(folder / f"{fmt}.onnx", ckpt, seeds, config, num_fake=args.num_fake, num_real=args.num_real, real_split=args.real_split)
+        rows[fmt] = row(fmt, scored, time.perf_counter() - start, folder / f"{fmt}.onnx", card)
         print_row(label, rows[fmt])
     macs = generator_macs(ckpt)
     fp32, int8 = rows["fp32"], rows["int8"]

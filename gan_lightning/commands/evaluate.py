@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
 from jsonargparse import ArgumentParser
 
 from callbacks.fidelity import FidelityEvaluation
@@ -27,13 +28,17 @@ from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.config_classes import check_data_section
 from gan_lightning.commands.config_files import read_yaml
 from gan_lightning.commands.console import CommandParser, run
+from gan_lightning.commands.generate import latent_batches
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
+from gan_lightning.deploy.runtimes import load_runtime
 from gan_lightning.errors import ConfigError
 from gan_lightning.files import write_atomically
-from gan_lightning.quality.evaluation import REAL_SPLITS, check_metrics_setup, check_real_split, evaluate_generator
+from gan_lightning.quality.evaluation import REAL_SPLITS, check_metrics_setup, check_real_split, evaluate_generator, evaluate_samples
 from gan_lightning.quality.features import domain_cache_dir, domain_classifier
 from gan_lightning.quality.inception_file import verify_inception_weights
+
+FILE_CHUNK = 500  # latents per call of an exported file, as GANModule.generate batches them
 
 
 def run_config(path: Path) -> dict:
@@ -44,6 +49,11 @@ def run_config(path: Path) -> dict:
         raise ConfigError(f"--config {path} has no data section")
     check_data_section(config["data"], str(path))  # before jsonargparse imports what it names
     return config
+
+
+def run_config_path(ckpt_path: Path, config: Optional[Path] = None) -> Path:
+    """``config``, or the config.yaml train.py writes beside a run's ``checkpoints/`` folder."""
+    return config or ckpt_path.parent.parent / "config.yaml"
 
 
 def datamodule_from_config(config: dict) -> GANDataModule:
@@ -81,12 +91,30 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
     return summarize(str(ckpt_path), settings, seeds, per_seed)
 
 
+def evaluate_file(path: Path, ckpt_path: Path, seeds: list[int], config: Optional[Path] = None, **overrides) -> dict:
+    """Metrics of an exported file (any format ``generate`` runs) per seed and their mean/std,
+    with the settings of the run ``ckpt_path`` belongs to: seed s draws the latents the
+    checkpoint's evaluation draws, so a file that reproduces its checkpoint's outputs reproduces
+    its numbers, and an int8 file's difference is the quantization's (``overrides`` as for
+    :func:`evaluate_checkpoint`)."""
+    settings, datamodule = metric_settings(ckpt_path, config, **overrides)
+    domain = domain_weights(datamodule, settings)
+    generator = load_runtime(path)
+    per_seed = {}
+    for seed in seeds:
+        with torch.no_grad():
+            fake = torch.cat([generator(z) for z in latent_batches(settings["num_fake"], generator.z_dim, seed, FILE_CHUNK)])
+        per_seed[seed] = evaluate_samples(fake, datamodule, settings["features"], settings["num_real"], domain,
+                                          settings["inception_weights"], settings["real_split"])
+    return summarize(str(path), settings, seeds, per_seed)
+
+
 def metric_settings(ckpt_path: Path, config: Optional[Path] = None, **overrides) -> tuple[dict, GANDataModule]:
     """The run's ``metrics`` settings with ``overrides`` (``None`` values ignored) and its
     datamodule, set up for validation: what :func:`evaluate_checkpoint` measures with, for
     anything that scores samples of the same run the same way (an exported file's, say)."""
     read_checkpoint(ckpt_path)  # one clear sentence for a missing or broken file
-    config = config or ckpt_path.parent.parent / "config.yaml"
+    config = run_config_path(ckpt_path, config)
     cfg = run_config(config)
     defaults = {k: p.default for k, p in inspect.signature(FidelityEvaluation.__init__).parameters.items() if k != "self"}
     settings = {**defaults, **(cfg.get("metrics") or {})}

@@ -27,6 +27,7 @@ import yaml
 
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.console import CommandParser, run
+from gan_lightning.commands.evaluate import evaluate_checkpoint, evaluate_file, run_config, run_config_path
 from gan_lightning.deploy.export_file import ExportReport, configured_generator, export_generator, spec_from_hparams
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
@@ -149,6 +150,27 @@ def export_checkpoint(
     return card
 
 
+def measure_quality(card: dict[str, Any], ckpt_path: Path, out: Path, seeds: list[int], config: Optional[Path] = None) -> dict[str, Any]:
+    """``--measure_fid``: the written file's metrics and its checkpoint's, with the run's own
+    metric settings and the same latents, recorded in the card (and rewritten to disk); for an
+    int8 file the quantization record gets its FID beside the fp32 checkpoint's."""
+    file = evaluate_file(out, ckpt_path, seeds, config)
+    if "fid" not in file["metrics"]:
+        raise ConfigError(f"--measure_fid: the run measures no FID (its metrics.features is {file['features']}); evaluate the file with a run that does")
+    checkpoint = evaluate_checkpoint(ckpt_path, seeds, config)
+    fid, reference = file["metrics"]["fid"], checkpoint["metrics"]["fid"]
+    card["measured"] = {
+        **{k: file[k] for k in ("features", "split", "num_real", "num_fake", "seeds")},
+        "file": file["metrics"], "checkpoint": checkpoint["metrics"], "fid_over_checkpoint": fid["mean"] / reference["mean"],
+    }
+    if card.get("quantization"):
+        card["quantization"].update(fid=fid["mean"], fid_std=fid["std"], fid_fp32=reference["mean"], fid_fp32_std=reference["std"],
+                                    fid_note=f"measured by export --measure_fid: {file['num_fake']} samples per seed {seeds} against {file['num_real']}"
+                                             f" {file['split']} samples ({file['features']} features); fp32 is the checkpoint's on the same latents")
+    card["card_path"] = str(write_card({k: v for k, v in card.items() if k not in ("sizes", "card_path")}, out))
+    return card
+
+
 def summary(card: dict[str, Any]) -> str:
     cost, quality = card["cost"], card["quality"]
     lines = [
@@ -161,6 +183,11 @@ def summary(card: dict[str, Any]) -> str:
         lines.append(f"verified: max |difference| {v['max_abs_diff']:.2g} from the PyTorch generator on {v['batch']} fixed latents (tolerance {v['tolerance']:g})")
     if card.get("quantization"):
         lines.append(summary_line(card["quantization"]))
+    if card.get("measured"):
+        m = card["measured"]
+        f, c = m["file"]["fid"], m["checkpoint"]["fid"]
+        lines.append(f"measured: FID {f['mean']:.2f} ± {f['std']:.2f} for this file, {c['mean']:.2f} ± {c['std']:.2f} for its checkpoint ({m['fid_over_checkpoint']:.3f}x;"
+                     f" {m['num_fake']} samples per seed {m['seeds']} against {m['num_real']} {m['split']} samples, {m['features']} features)")
     if quality:
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in quality["metrics"].items() if k in ("val/fid", "val/kid", "val/swd", "val/modes"))
         lines.append(f"quality at step {quality['step']}: {metrics} ({quality['features']} features, {quality['num_fake']} generated vs {quality['num_real']} {quality['real_split']} samples)")
@@ -187,14 +214,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--calibration_batches", type=int, default=Calibration.batches, help="--quantize int8: batches of latents to calibrate on")
     parser.add_argument("--calibration_batch_size", type=int, default=Calibration.batch_size, help="--quantize int8: latents per calibration batch")
     parser.add_argument("--calibration_seed", type=int, default=Calibration.seed, help="--quantize int8: seed of the calibration latents")
+    parser.add_argument("--measure_fid", action="store_true",
+                        help="score the written file and its checkpoint on the same latents with the run's metric settings and record both in the card")
+    parser.add_argument("--fid_seeds", default="0,1,2", help="--measure_fid: comma-separated latent seeds (default 0,1,2)")
+    parser.add_argument("--config", type=Path, default=None, help="--measure_fid: the run's config.yaml (default: beside the checkpoint's folder)")
     add_allow_class_flag(parser)
     args = parser.parse_args(argv)
     allow_classes(args.allow_class)
+    try:
+        fid_seeds = [int(s) for s in args.fid_seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--fid_seeds must be comma-separated integers, got {args.fid_seeds!r}")
+    if args.measure_fid and not fid_seeds:
+        parser.error("--fid_seeds needs at least one seed, e.g. --fid_seeds 0,1,2")
 
     def export() -> None:
+        if args.measure_fid:  # a missing config.yaml is said before the export's minutes, not after
+            run_config(run_config_path(args.ckpt_path, args.config))
         calibration = Calibration(args.calibration_batches, args.calibration_batch_size, args.calibration_seed)
         card = export_checkpoint(args.ckpt_path, args.out, args.format, sparse=not args.dense, overwrite=args.overwrite, rewrite=args.inference_rewrite,
                                  quantize=args.quantize, calibration=calibration)
+        if args.measure_fid:
+            card = measure_quality(card, args.ckpt_path, args.out, fid_seeds, args.config)
         if card["sizes"]:
             print(ExportReport(**card["sizes"]).table())
         print(summary(card))

@@ -199,7 +199,7 @@ def write_quantized(
             "fp32_bytes": fp32.stat().st_size,  # the fp32 graph it was quantized from (sub-pixel form for int8)
             "agreement_with_fp32": asdict(measured),
             "fid": None,
-            "fid_note": "not measured at export time (it needs the training data and thousands of samples); quality above is the fp32 run's",
+            "fid_note": "not measured (export --measure_fid measures it with the run's data and metric settings); quality above is the fp32 run's",
         })
         os.replace(quantized, path)
     return verification, record
@@ -212,5 +212,7 @@ def summary_line(record: dict[str, Any]) -> str:
     calibrated = f", calibrated on {calibration['latents']} latents ({calibration['batches']} batches of {calibration['batch_size']}, seed {calibration['seed']})" if calibration else ""
     return (
         f"quantized: {record['mode']} ({record['format']}){calibrated}; against the fp32 generator on {a['latents']} fixed latents:"
-        f" mean |difference| {a['mean_abs_diff']:.3g}, PSNR {a['psnr_db']:.1f} dB; {record['bytes']:,} bytes (fp32 graph {record['fp32_bytes']:,}); FID not measured"
+        f" mean |difference| {a['mean_abs_diff']:.3g}, PSNR {a['psnr_db']:.1f} dB; {record['bytes']:,} bytes (fp32 graph {record['fp32_bytes']:,});"
+        + (f" FID {record['fid']:.2f} ± {record['fid_std']:.2f} (fp32 {record['fid_fp32']:.2f} ± {record['fid_fp32_std']:.2f})"
+           if record.get("fid") is not None else " FID not measured (export --measure_fid measures it)")
     )

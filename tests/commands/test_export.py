@@ -150,3 +150,34 @@ def test_quantization_is_refused_for_other_formats_and_unknown_modes(tmp_path, d
     assert export_command.main(["--ckpt_path", str(distilled), "--out", str(tmp_path / "g.onnx"), "--quantize", "int8", "--calibration_batches", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --calibration_batches and --calibration_batch_size must be >= 1, got 0 and 16"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_measure_fid_records_the_files_fid_beside_its_checkpoints(tmp_path, distilled, capsys):
+    """A file that reproduces its checkpoint's outputs scores its checkpoint's FID (the same
+    latents, real samples and features); an int8 file's FID is recorded beside the fp32 one."""
+    from gan_lightning.commands.evaluate import evaluate_checkpoint
+
+    compact, int8 = tmp_path / "g.pt", tmp_path / "g_int8.onnx"
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(compact), "--measure_fid", "--fid_seeds", "0,1"]) == 0
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(int8), "--quantize", "int8", "--measure_fid", "--fid_seeds", "0,1"]) == 0
+    printed = capsys.readouterr().out
+    reference = evaluate_checkpoint(distilled, [0, 1])["metrics"]["fid"]
+    measured = json.loads((tmp_path / "g.pt.card.json").read_text())["measured"]
+    assert measured["seeds"] == [0, 1] and measured["num_fake"] == 200 and measured["checkpoint"]["fid"] == reference
+    assert measured["file"]["fid"]["mean"] == pytest.approx(reference["mean"], rel=1e-6) and measured["fid_over_checkpoint"] == pytest.approx(1, rel=1e-6)
+    card = json.loads((tmp_path / "g_int8.onnx.card.json").read_text())
+    record = card["quantization"]
+    assert record["fid_fp32"] == reference["mean"] and record["fid"] == card["measured"]["file"]["fid"]["mean"] != reference["mean"]
+    assert record["fid"] == pytest.approx(reference["mean"], rel=0.25) and math.isfinite(record["fid_std"])
+    assert card["sha256"] == sha(int8)  # the rewritten card still describes the file
+    assert f"FID {record['fid']:.2f} ± {record['fid_std']:.2f} (fp32 {reference['mean']:.2f}" in printed
+
+
+def test_measure_fid_needs_a_run_that_measures_fid(tmp_path, distilled, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text((distilled.parent.parent / "config.yaml").read_text().replace("features: domain", "features: none"))
+    assert "features: none" in config.read_text()
+    assert export_command.main(["--ckpt_path", str(distilled), "--out", str(tmp_path / "g.pt"), "--measure_fid", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --measure_fid: the run measures no FID (its metrics.features is none); evaluate the file with a run that does"
+    )
