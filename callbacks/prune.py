@@ -65,7 +65,8 @@ class Prune(CompressionCallback):
             the three amounts above.
         granularity: ``structured`` (units physically removed: a faster network) or
             ``unstructured`` (single weights zeroed under a mask: smaller when stored sparse).
-        criterion: ``l1``, ``l2`` (magnitude), ``group`` (structured: every slice of a channel
+        criterion: ``auto`` (default: ``group`` for a network with residual additions, ``l1``
+            otherwise and for single weights), ``l1``, ``l2`` (magnitude), ``group`` (structured: every slice of a channel
             group, consumers and norms included, as Torch-Pruning), ``gradient`` (|dL/dw|), ``taylor`` (|w dL/dw|),
             ``fisher`` (diagonal empirical Fisher) or ``obd`` (diagonal Hessian, Optimal Brain
             Damage); L is the network's adversarial loss, or the ``training_step`` loss of a
@@ -123,7 +124,7 @@ class Prune(CompressionCallback):
         latent_amount: float = 0.0,
         networks: Optional[dict[str, float]] = None,
         granularity: Literal["structured", "unstructured"] = "structured",
-        criterion: Criterion = "l1",
+        criterion: Criterion = "auto",
         ranking: Ranking = "layerwise",
         round_to: int = 1,
         skip_layers: Optional[list[str]] = None,

@@ -20,6 +20,10 @@ from gan_lightning.compress.pruning import PruneDecision, example_input, prunabl
 from gan_lightning.compress.schedules import Schedule
 from gan_lightning.compress.selection import units_to_keep, unstructured_masks
 from gan_lightning.compress.surgery import WEIGHTED, trace, weight_name
+from gan_lightning.logs import get_logger
+
+log = get_logger(__name__)
+_TOLD: set[tuple[str, str]] = set()  # what --prune.criterion auto chose, per network, said once per process
 
 
 def decide(
@@ -52,7 +56,12 @@ def decide(
             # magnitude needs no data: the same on every rank, whose weights DDP keeps equal
             weights = [weight_name(network, p.layer) for g in groups for p in g.producers]
             scores = scores_of(net, weights, batches) if importance.needs_data else None
-            units = {g.producer: importance.unit_scores(network, g, scores) for g in groups}
+            chosen = importance.for_network(groups)
+            if chosen is not importance and (net, chosen.name) not in _TOLD:  # once, not at every event of a gradual schedule
+                _TOLD.add((net, chosen.name))
+                log.info(f"prune: --prune.criterion {importance.name} scores {net} by {chosen.name}"
+                         f" ({'its channels are joined by residual additions' if chosen.name == 'group' else 'a network without residual additions'})")
+            units = {g.producer: chosen.unit_scores(network, g, scores) for g in groups}
             original = {g.producer: original_units[f"{net}.{g.producer}"] for g in groups}
             decision.keep[net] = units_to_keep(units, original, amount, options.ranking, options.round_to)
         if net == "generator" and options.latent_amount > 0:

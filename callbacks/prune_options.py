@@ -49,7 +49,7 @@ class PruneOptions:
     latent_amount: float = 0.0
     networks: Optional[dict[str, float]] = None
     granularity: Literal["structured", "unstructured"] = "structured"
-    criterion: Criterion = "l1"
+    criterion: Criterion = "auto"
     ranking: Ranking = "layerwise"
     round_to: int = 1
     skip_layers: Optional[list[str]] = None

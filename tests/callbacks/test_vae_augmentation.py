@@ -126,7 +126,7 @@ def test_resuming_uses_the_checkpoints_vae_without_training_one(tmp_path, monkey
     (["--callbacks", "prune", "--prune.start_epoch", "0", "--prune.criterion", "taylor", "--prune.calibration_source", "vae"],
      "--prune.calibration_source vae draws calibration samples from the VAE: add it with --callbacks vae"),
     (["--callbacks", "prune,vae", "--prune.start_epoch", "0", "--prune.calibration_source", "vae"],
-     "--prune.calibration_source vae changes nothing for --prune.criterion l1"),
+     "--prune.calibration_source vae changes nothing for --prune.criterion auto"),
 ])
 def test_bad_input_is_one_sentence_before_training(tmp_path, capsys, extra, message):
     assert main(tiny_args(tmp_path / "run", "--metrics.every_n_epochs", "0", "--checkpoint.monitor", "null", *extra)) == 2
