@@ -23,7 +23,8 @@ from gan_lightning.logs import get_logger
 log = get_logger(__name__)
 
 ADVICE = [
-    "restart the discriminator after cuts too (--balance.judge any)", "prune the discriminator as well (--prune.discriminator_amount)",
+    "restart the discriminator after cuts too (--balance.judge any)",  # first: left out when it already does
+    "prune the discriminator as well (--prune.discriminator_amount)",
     "compress less at once (--prune.schedule iterative or dynamic)",
 ]
 
@@ -72,7 +73,8 @@ class ModeCollapseWatch(StateContract, GANCallback):
         self.warned = True
         history = ", ".join(f"{m:g}" for m in self.after)
         distilling = any(getattr(cb, "option_group", None) == "distill" for cb in trainer.callbacks)
-        advice = ADVICE + ([] if distilling else ["add --callbacks distill"])
+        judging_cuts = any(getattr(cb, "judge", None) == "any" and getattr(cb, "mode", None) != "off" for cb in trainer.callbacks)
+        advice = ADVICE[judging_cuts:] + ([] if distilling else ["add --callbacks distill"])
         log.warning(
             f"mode collapse: the generator covered {self.reference:g} modes (val/modes) before the compression event at epoch"
             f" {self.event_epoch}, and {history} since, still fewer {when}: {', '.join(advice[:-1])}, or {advice[-1]}"

@@ -106,8 +106,8 @@ def test_never_acts_without_an_event_or_when_off(seeded):
     assert same(d_weights(run.module), trained) and balance.decisions == off.decisions == [] and off.margin is None
 
 
-def test_by_default_only_a_replaced_generator_is_judged(seeded):
-    run, balance = Run(tiny_module(loss="lsgan")), DiscriminatorBalance(window=1, probe_steps=1)
+def test_judge_replaced_judges_only_a_replaced_generator_and_the_default_judges_cuts_too(seeded):
+    run, balance = Run(tiny_module(loss="lsgan")), DiscriminatorBalance(judge="replaced", window=1, probe_steps=1)
     balance.on_fit_start(run.trainer, run.module)
     run.steps(balance, 0.5, 2)
     run.event(balance)  # the same generator object, cut in place
@@ -118,7 +118,8 @@ def test_by_default_only_a_replaced_generator_is_judged(seeded):
     run.event(balance)
     run.steps(balance, 5.0, 1)
     assert [d[-1] for d in balance.decisions] == [True]
-    judge_any = DiscriminatorBalance(judge="any", window=1, probe_steps=1)
+    judge_any = DiscriminatorBalance(window=1, probe_steps=1)
+    assert judge_any.judge == "any"
     judge_any.on_fit_start(run.trainer, run.module)
     run.steps(judge_any, 0.5, 2)
     run.event(judge_any)
