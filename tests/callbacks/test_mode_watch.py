@@ -102,3 +102,18 @@ def test_the_advice_suggests_distillation_only_to_a_run_without_it(caplog):
         run.epochs(4, 3)
         assert len(collapse_warnings(caplog)) == 1
         assert ("--callbacks distill" in collapse_warnings(caplog)[0]) is suggested
+
+
+def test_the_advice_leaves_out_restarting_d_after_cuts_when_the_balance_control_already_does(caplog):
+    from callbacks.balance import DiscriminatorBalance
+
+    for balance, suggested in ((DiscriminatorBalance(judge="replaced"), True), (DiscriminatorBalance(), False)):
+        caplog.clear()
+        run = Run(ModeCollapseWatch(patience=1))
+        run.trainer.callbacks.append(balance)
+        run.epochs(10)
+        run.event()
+        with caplog.at_level(logging.WARNING):
+            run.epochs(2)
+        (message,) = collapse_warnings(caplog)
+        assert ("--balance.judge any" in message) == suggested and "--prune.discriminator_amount" in message
