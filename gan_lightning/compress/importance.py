@@ -159,7 +159,7 @@ class Auto(L1):
     stream: some group has several producers), ``l1`` otherwise and for single weights. Measured
     through train.py on the digits (benchmarks/README.md): on the SNGAN ResNet generator at 4x
     fewer MACs ``l1``'s cut did not recover in 3 epochs of distillation (FID 230) where
-    ``group``'s did (68 and 60, two seeds); on the DCGAN chain at 8x ``l1`` stayed ahead."""
+    ``group``'s did (68, 60 and 34, three seeds); on the DCGAN chain at 8x ``l1`` stayed ahead."""
 
     name = "auto"
 
