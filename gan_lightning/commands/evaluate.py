@@ -183,6 +183,14 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_seeds(parser: CommandParser, flag: str, text: str) -> list[int]:
+    """``0,1,2`` as latent seeds, or the parser's one-line error naming ``flag``."""
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"{flag} must be comma-separated integers, got {text!r}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", type=Path, required=True)
@@ -197,10 +205,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     add_allow_class_flag(parser)
     args = parser.parse_args(argv)
     allow_classes(args.allow_class)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    seeds = parse_seeds(parser, "--seeds", args.seeds)
 
     def evaluate() -> None:
         out = args.out or args.ckpt_path.parent.parent / "evaluation.json"

@@ -27,7 +27,7 @@ import yaml
 
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.console import CommandParser, run
-from gan_lightning.commands.evaluate import evaluate_checkpoint, evaluate_file, run_config, run_config_path
+from gan_lightning.commands.evaluate import evaluate_checkpoint, evaluate_file, parse_seeds, run_config, run_config_path
 from gan_lightning.deploy.export_file import ExportReport, configured_generator, export_generator, spec_from_hparams
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
@@ -221,10 +221,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     add_allow_class_flag(parser)
     args = parser.parse_args(argv)
     allow_classes(args.allow_class)
-    try:
-        fid_seeds = [int(s) for s in args.fid_seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--fid_seeds must be comma-separated integers, got {args.fid_seeds!r}")
+    fid_seeds = parse_seeds(parser, "--fid_seeds", args.fid_seeds)
     if args.measure_fid and not fid_seeds:
         parser.error("--fid_seeds needs at least one seed, e.g. --fid_seeds 0,1,2")
 
