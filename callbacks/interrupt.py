@@ -14,6 +14,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from callbacks.stop_deadline import StopDeadline, StopTimedOut, stop_timeout
+from gan_lightning.core.lightning_private import hand_back_signal_handler
 from gan_lightning.errors import RunStopped, TrainingInterrupted
 from gan_lightning.logs import get_logger
 
@@ -67,13 +68,24 @@ class InterruptCheckpoint(Callback):
         self._deadline = StopDeadline(self._timed_out, stop_timeout())
 
     def _bound_sigterm(self, trainer) -> None:
-        """From the sanity check on, a SIGTERM that finds no batch boundary in time stops anyway."""
+        """From the start of fitting on, a SIGTERM that finds no batch boundary in time stops anyway."""
         folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
         self._folder = Path(folder or trainer.default_root_dir)
         on_main = threading.current_thread() is threading.main_thread()
-        if on_main and signal.getsignal(signal.SIGTERM) != self._on_sigterm:
-            # Lightning's handler (installed before these hooks) only notes SIGTERM for the next boundary.
+        if on_main and not self._bounds(signal.getsignal(signal.SIGTERM)):
+            # Lightning's own handler only notes SIGTERM for the next boundary.
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _bounds(self, handler) -> bool:
+        """Whether ``handler`` is this callback's, alone or inside the handler Lightning registers
+        just before its loops start, which also calls the one it found (this callback's, when
+        :meth:`on_fit_start` installed it): the waits for other ranks and the dataloaders
+        between the two are bounded too."""
+        return handler == self._on_sigterm or any(h == self._on_sigterm for h in getattr(handler, "signal_handlers", ()))
+
+    @override
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._bound_sigterm(trainer)
 
     @override
     def on_sanity_check_start(self, trainer, pl_module) -> None:
@@ -140,7 +152,16 @@ class InterruptCheckpoint(Callback):
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
-        if self._previous_sigterm is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+        self._restore_sigterm(trainer)
+
+    def _restore_sigterm(self, trainer) -> None:
+        """Leave SIGTERM as the fit found it. On success Lightning has already put ours back and
+        this replaces it; after an exception Lightning's teardown comes after this hook, so its
+        record is told to put back the one we replaced."""
+        if self._previous_sigterm is None:
+            return
+        hand_back_signal_handler(trainer, signal.SIGTERM, self._on_sigterm, self._previous_sigterm)
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:  # before Lightning registered, or after its teardown
             signal.signal(signal.SIGTERM, self._previous_sigterm)
         self._previous_sigterm = None
 
@@ -148,6 +169,7 @@ class InterruptCheckpoint(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
+        self._restore_sigterm(trainer)
         if self.ckpt_path is None or isinstance(exception, StopTimedOut):
             return
         restored = None

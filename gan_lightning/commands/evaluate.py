@@ -17,7 +17,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from jsonargparse import ArgumentParser
@@ -70,17 +70,18 @@ def _mean_std(values: list[float]) -> dict:
     return {"mean": statistics.fmean(finite), "std": statistics.stdev(finite) if len(finite) > 1 else 0.0}
 
 
-def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path] = None, **overrides) -> dict:
+def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path] = None, using: Optional[Measurement] = None,
+                        **overrides) -> dict:
     """Metrics of a checkpoint per seed and their mean/std. Unless overridden, the feature space,
     sample counts, real split, classifier settings and cache are the run's own ``metrics`` settings,
     so the numbers match the ``val/*`` values logged in training for the same weights and seed.
-    A config.yaml written before ``real_split`` existed gets its default, ``val``, as in that run."""
+    A config.yaml written before ``real_split`` existed gets its default, ``val``, as in that run.
+    ``using``: a :func:`measurement` already set up for this run, instead of ``config``/``overrides``."""
     if not seeds:
         raise ConfigError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
-    settings, datamodule = metric_settings(ckpt_path, config, **overrides)
+    settings, datamodule, domain = using or measurement(ckpt_path, config, **overrides)
     module = GANModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
     module.check_sample_shape(tuple(datamodule.sample_shape))
-    domain = domain_weights(datamodule, settings)
     per_seed = {
         seed: evaluate_generator(
             module, datamodule, settings["features"], settings["num_fake"], settings["num_real"], seed, domain,
@@ -91,14 +92,14 @@ def evaluate_checkpoint(ckpt_path: Path, seeds: list[int], config: Optional[Path
     return summarize(str(ckpt_path), settings, seeds, per_seed)
 
 
-def evaluate_file(path: Path, ckpt_path: Path, seeds: list[int], config: Optional[Path] = None, **overrides) -> dict:
+def evaluate_file(path: Path, ckpt_path: Path, seeds: list[int], config: Optional[Path] = None, using: Optional[Measurement] = None,
+                  **overrides) -> dict:
     """Metrics of an exported file (any format ``generate`` runs) per seed and their mean/std,
     with the settings of the run ``ckpt_path`` belongs to: seed s draws the latents the
     checkpoint's evaluation draws, so a file that reproduces its checkpoint's outputs reproduces
-    its numbers, and an int8 file's difference is the quantization's (``overrides`` as for
-    :func:`evaluate_checkpoint`)."""
-    settings, datamodule = metric_settings(ckpt_path, config, **overrides)
-    domain = domain_weights(datamodule, settings)
+    its numbers, and an int8 file's difference is the quantization's (``using``/``overrides`` as
+    for :func:`evaluate_checkpoint`)."""
+    settings, datamodule, domain = using or measurement(ckpt_path, config, **overrides)
     generator = load_runtime(path)
     per_seed = {}
     for seed in seeds:
@@ -107,6 +108,22 @@ def evaluate_file(path: Path, ckpt_path: Path, seeds: list[int], config: Optiona
         per_seed[seed] = evaluate_samples(fake, datamodule, settings["features"], settings["num_real"], domain,
                                           settings["inception_weights"], settings["real_split"])
     return summarize(str(path), settings, seeds, per_seed)
+
+
+class Measurement(NamedTuple):
+    """How a run's samples are scored: its metric settings, its datamodule set up for validation
+    and its domain classifier file (None where the features need none)."""
+
+    settings: dict
+    datamodule: GANDataModule
+    domain: Optional[str]
+
+
+def measurement(ckpt_path: Path, config: Optional[Path] = None, **overrides) -> Measurement:
+    """The run's :func:`metric_settings` and domain classifier, set up once for everything that
+    scores its samples (a checkpoint and its exported file, say)."""
+    settings, datamodule = metric_settings(ckpt_path, config, **overrides)
+    return Measurement(settings, datamodule, domain_weights(datamodule, settings))
 
 
 def metric_settings(ckpt_path: Path, config: Optional[Path] = None, **overrides) -> tuple[dict, GANDataModule]:

@@ -27,7 +27,7 @@ import yaml
 
 from gan_lightning.class_paths import add_allow_class_flag, allow_classes
 from gan_lightning.commands.console import CommandParser, run
-from gan_lightning.commands.evaluate import evaluate_checkpoint, evaluate_file, parse_seeds, run_config, run_config_path
+from gan_lightning.commands.evaluate import evaluate_checkpoint, evaluate_file, measurement, parse_seeds, run_config, run_config_path
 from gan_lightning.deploy.export_file import ExportReport, configured_generator, export_generator, spec_from_hparams
 from gan_lightning.core.checkpoint import read_checkpoint
 from gan_lightning.core.module import GANModule
@@ -154,10 +154,11 @@ def measure_quality(card: dict[str, Any], ckpt_path: Path, out: Path, seeds: lis
     """``--measure_fid``: the written file's metrics and its checkpoint's, with the run's own
     metric settings and the same latents, recorded in the card (and rewritten to disk); for an
     int8 file the quantization record gets its FID beside the fp32 checkpoint's."""
-    file = evaluate_file(out, ckpt_path, seeds, config)
+    using = measurement(ckpt_path, config)
+    file = evaluate_file(out, ckpt_path, seeds, using=using)
     if "fid" not in file["metrics"]:
         raise ConfigError(f"--measure_fid: the run measures no FID (its metrics.features is {file['features']}); evaluate the file with a run that does")
-    checkpoint = evaluate_checkpoint(ckpt_path, seeds, config)
+    checkpoint = evaluate_checkpoint(ckpt_path, seeds, using=using)
     fid, reference = file["metrics"]["fid"], checkpoint["metrics"]["fid"]
     card["measured"] = {
         **{k: file[k] for k in ("features", "split", "num_real", "num_fake", "seeds")},

@@ -71,3 +71,16 @@ def refresh_training_state(trainer: Trainer, keep_unchanged: bool = True) -> Non
         # no public API re-wraps a model mid-fit; this is what DDPStrategy.configure_ddp does
         strategy.model = strategy._setup_model(strategy.lightning_module)
         strategy._register_ddp_hooks()
+
+
+def hand_back_signal_handler(trainer: Trainer, signum: int, ours, previous) -> None:
+    """Make Lightning restore ``previous`` where it would restore ``ours`` for ``signum``.
+
+    Lightning records the handlers it finds when it registers its own (after ``on_fit_start``)
+    and puts them back in its teardown, which after an exception runs after every callback
+    hook: a handler a callback installed in ``on_fit_start`` would outlive the fit and catch
+    the next fit's signals. The record is private (``_SignalConnector._original_handlers``);
+    no public API says which handler a fit will leave behind."""
+    originals = trainer._signal_connector._original_handlers
+    if originals.get(signum) == ours:
+        originals[signum] = previous

@@ -128,6 +128,11 @@ CASES = [
          lambda ws: blocked_batch(ws, "--data.stall_split", "val", "--data.stall_batch", "0"),
          r"error: training stopped by SIGTERM without a new checkpoint, .*; no checkpoint had been written yet",
          rc=143, env={"GAN_LIGHTNING_STOP_TIMEOUT": "2"}, check=stop_was_quick, slow=True),
+    # Between Lightning's SIGTERM handler and its loops' first hook: the dataloaders, the ranks' barrier.
+    Case("stop-sigterm-while-the-dataloader-is-made", STOP, "train",
+         lambda ws: blocked_batch(ws, "--data.stall_split", "loader", "--trainer.num_sanity_val_steps", "0"),
+         r"error: training stopped by SIGTERM without a new checkpoint, .*; no checkpoint had been written yet",
+         rc=143, env={"GAN_LIGHTNING_STOP_TIMEOUT": "2"}, check=stop_was_quick, slow=True),
     Case("stop-ctrl-c-during-blocked-batch", STOP, "train", lambda ws: blocked_batch(ws, "--data.signum", "2"),
          r"error: training stopped by SIGINT without a new checkpoint, .*; the newest checkpoint is \S+last\.ckpt; resume with: ",
          rc=130, env={"GAN_LIGHTNING_STOP_TIMEOUT": "2"}, check=stop_was_quick_and_kept_the_checkpoint, slow=True),
