@@ -258,6 +258,9 @@ class Prune(CompressionCallback):
     def _prune(self, trainer: Trainer, module) -> None:
         before = self.before_event(trainer, module)
         decision = self.decision(trainer, module, self.next_event)
+        for net, chosen in decision.criteria.items():
+            why = "its channels are joined by residual additions" if chosen == "group" else "a network without residual additions"
+            log.info(f"prune: --prune.criterion {self.importance.name} scores {net} by {chosen} ({why})")
         self.execute(trainer, module, decision)
         retrain_after_event(self, trainer, module)
         target_of(module).recalibrate(self.options.seed)

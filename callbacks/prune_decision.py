@@ -20,10 +20,6 @@ from gan_lightning.compress.pruning import PruneDecision, example_input, prunabl
 from gan_lightning.compress.schedules import Schedule
 from gan_lightning.compress.selection import units_to_keep, unstructured_masks
 from gan_lightning.compress.surgery import WEIGHTED, trace, weight_name
-from gan_lightning.logs import get_logger
-
-log = get_logger(__name__)
-_TOLD: set[tuple[str, str]] = set()  # what --prune.criterion auto chose, per network, said once per process
 
 
 def decide(
@@ -57,10 +53,8 @@ def decide(
             weights = [weight_name(network, p.layer) for g in groups for p in g.producers]
             scores = scores_of(net, weights, batches) if importance.needs_data else None
             chosen = importance.for_network(groups)
-            if chosen is not importance and (net, chosen.name) not in _TOLD:  # once, not at every event of a gradual schedule
-                _TOLD.add((net, chosen.name))
-                log.info(f"prune: --prune.criterion {importance.name} scores {net} by {chosen.name}"
-                         f" ({'its channels are joined by residual additions' if chosen.name == 'group' else 'a network without residual additions'})")
+            if chosen is not importance:
+                decision.criteria[net] = chosen.name
             units = {g.producer: chosen.unit_scores(network, g, scores) for g in groups}
             original = {g.producer: original_units[f"{net}.{g.producer}"] for g in groups}
             decision.keep[net] = units_to_keep(units, original, amount, options.ranking, options.round_to)

@@ -140,3 +140,11 @@ def test_the_sngan_preset_with_prune_and_distill_cuts_every_residual_block_and_t
     assert table["blocks.0.main.6"]["weight_shape"] == "4x4x3x3"  # 8 -> 4 channels in and out
     distill_terms = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("train/g_term/distill_output")]
     assert distill_terms and all(float(r["train/g_term/distill_output"]) > 0 for r in distill_terms)
+
+
+def test_the_auto_criterion_says_what_it_chose_for_each_network(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="callbacks.prune"):
+        fit(tmp_path, resnets(), Prune(generator_amount=0.5, discriminator_amount=0.5, start_epoch=1, metric="none"))
+    said = [r.getMessage() for r in caplog.records if "--prune.criterion auto" in r.getMessage()]
+    assert said == [f"prune: --prune.criterion auto scores {net} by group (its channels are joined by residual additions)"
+                    for net in ("generator", "discriminator")]
