@@ -115,8 +115,10 @@ def main() -> None:
         for r in [float(x) for x in args.reductions.split(",") if x]:
             target = dense["g_macs"] / r
             amount = bisect(lambda a: ours_macs_at(g, _z(z_dim), a), target)
-            ratio = bisect(lambda a: tp_macs_at(g, _z(z_dim), a, _last_conv)[0], ours_macs_at(g, _z(z_dim), amount))
-            tp_ckpt = write_tp_checkpoint(dense_d, tp_macs_at(g, _z(z_dim), ratio, _last_conv)[1], work / f"tp-x{r:g}.ckpt")
+            ratio = tp_ckpt = None
+            if "tp" in args.tools.split(","):  # only runs that compare with it rewrite Torch-Pruning's checkpoint
+                ratio = bisect(lambda a: tp_macs_at(g, _z(z_dim), a, _last_conv)[0], ours_macs_at(g, _z(z_dim), amount))
+                tp_ckpt = write_tp_checkpoint(dense_d, tp_macs_at(g, _z(z_dim), ratio, _last_conv)[1], work / f"tp-x{r:g}.ckpt")
             for kd in [k for k in args.distill.split(",") if k]:
                 distill = kd == "on"
                 for tool in [t for t in args.tools.split(",") if t]:
