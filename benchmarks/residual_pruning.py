@@ -47,6 +47,7 @@ from compress_paths import REPO, add_evaluation_flags, print_row, record, split_
 
 from equal_macs import bisect, ours_macs_at, tp_macs_at  # noqa: E402
 
+from gan_lightning.compress.profiling import interleaved_latency_ms  # noqa: E402
 from gan_lightning.compress.pruning import cut_units  # noqa: E402
 from gan_lightning.core.module import GANModule  # noqa: E402
 
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--dcgan", action="store_true", help="also train and evaluate the default DCGAN for D + A epochs")
     parser.add_argument("--seeds", default="0")
     add_evaluation_flags(parser)
+    parser.add_argument("--latency_batch", type=int, default=64, help="batch of the eager latency, measured interleaved in this process")
     parser.add_argument("--tag", default="digits")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "residual_pruning")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "residual_pruning.json")
@@ -111,7 +113,7 @@ def main() -> None:
             result.setdefault("dcgan", {})[str(seed)] = record("dcgan-dense", dcgan, args)
         module = _load(dense_d)
         g, z_dim = module.generator, module.z_dim
-        rows = []
+        rows, checkpoints = [], {}
         for r in [float(x) for x in args.reductions.split(",") if x]:
             target = dense["g_macs"] / r
             amount = bisect(lambda a: ours_macs_at(g, _z(z_dim), a), target)
@@ -136,7 +138,9 @@ def main() -> None:
                            **record(name, ckpt, args, dense["g_macs"])}
                     row["g_params"] = sum(p.numel() for p in _load(ckpt).sampling_generator.parameters())
                     rows.append(row)
+                    checkpoints[name] = ckpt
                     print_row(f"{name:12s}", row, dense)
+        add_latency(dense, dense_ckpt, rows, checkpoints, z_dim, args.latency_batch)
         result["seeds"][str(seed)] = {"dense": dense, "teacher": teacher, "rows": rows, "targets": targets(rows, dense)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
@@ -146,13 +150,29 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+def add_latency(dense: dict, dense_ckpt: Path, rows: list[dict], checkpoints: dict[str, Path], z_dim: int, batch: int) -> None:
+    """Eager latency of every final generator and the dense one at ``batch``, interleaved in
+    this process (machine noise hits them alike); the speedup is over the dense generator."""
+    networks = {"dense": _load(dense_ckpt).sampling_generator}
+    networks.update({name: _load(ckpt).sampling_generator for name, ckpt in checkpoints.items()})
+    z = torch.randn(batch, z_dim, generator=torch.Generator().manual_seed(0))
+    ms = interleaved_latency_ms(networks, z)
+    dense.update(latency_ms=ms["dense"], latency_batch=batch, torch_threads=torch.get_num_threads())
+    for row in rows:
+        row.update(latency_ms=ms[row["name"]], speedup=ms["dense"] / ms[row["name"]])
+
+
 def targets(rows: list[dict], dense: dict) -> list[dict]:
+    """Each goal passes, misses, or is ``None``: the two FIDs differ by less than the larger of
+    their stds over evaluation seeds, which is no result either way."""
     out = []
     by = {(r["tool"], r["reduction"], r["distill"]): r for r in rows}
     for (tool, r, kd), row in by.items():
         other = by.get(("tp", r, kd))
         if tool.startswith("ours") and other is not None:
-            out.append({"row": row["name"], "goal": f"FID <= Torch-Pruning's {other['fid']:.2f} at equal MACs", "pass": row["fid"] <= other["fid"]})
+            tie = abs(row["fid"] - other["fid"]) <= max(row["fid_std"], other["fid_std"])
+            out.append({"row": row["name"], "goal": f"FID <= Torch-Pruning's {other['fid']:.2f} ± {other['fid_std']:.2f} at equal MACs",
+                        "pass": None if tie else row["fid"] < other["fid"]})
         if tool.startswith("ours") and kd and row["mac_reduction"] >= 8:
             out.append({"row": row["name"], "goal": f"FID <= 1.10 x dense {dense['fid']:.2f}", "pass": row["fid"] <= 1.10 * dense["fid"]})
     return out
@@ -166,12 +186,15 @@ def print_table(result: dict) -> None:
         dcgan = result.get("dcgan", {}).get(seed)
         if dcgan:
             print(f"default DCGAN, same epochs: {dcgan['fid']:.2f} ± {dcgan['fid_std']:.2f} FID, {dcgan['modes']:g} classes, {dcgan['g_macs']:,} MACs")
-        print(f"{'row':14s} {'MACs':>11s} {'x':>6s} {'params':>8s} {'FID':>16s} {'classes':>7s} {'prec':>5s} {'rec':>5s}")
+        if "latency_ms" in dense:
+            print(f"dense eager latency {dense['latency_ms']:.2f} ms at batch {dense['latency_batch']} ({dense['torch_threads']} threads)")
+        print(f"{'row':16s} {'MACs':>11s} {'x':>6s} {'params':>8s} {'FID':>16s} {'classes':>7s} {'prec':>5s} {'rec':>5s} {'speedup':>7s}")
         for r in s["rows"]:
-            print(f"{r['name']:14s} {r['g_macs']:>11,} {r['mac_reduction']:>6} {r['g_params']:>8,} {r['fid']:>8.2f} ± {r['fid_std']:<5.2f}"
-                  f" {r['modes']:>7g} {r['precision']:>5.2f} {r['recall']:>5.2f}")
+            speedup = f"{r['speedup']:.2f}x" if "speedup" in r else ""
+            print(f"{r['name']:16s} {r['g_macs']:>11,} {r['mac_reduction']:>6} {r['g_params']:>8,} {r['fid']:>8.2f} ± {r['fid_std']:<5.2f}"
+                  f" {r['modes']:>7g} {r['precision']:>5.2f} {r['recall']:>5.2f} {speedup:>7s}")
         for t in s["targets"]:
-            print(f"  {'PASS' if t['pass'] else 'MISS'} {t['row']}: {t['goal']}")
+            print(f"  {({True: 'PASS', False: 'MISS', None: 'TIE '})[t['pass']]} {t['row']}: {t['goal']}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tests.reliability import battery
@@ -60,7 +61,9 @@ def main() -> None:
         ws = battery.make_workspace(work / case.id, checkpoint)
         argv = case.prepare(ws)
         before = battery.sha256_tree(ws.dir)
+        began = time.monotonic()
         rc, output = run(repo, battery.COMMANDS[case.command], argv, ws.dir, case.env, args.timeout)
+        seconds = time.monotonic() - began
         changed = battery.changed_files(before, battery.sha256_tree(ws.dir))
         problems = battery.verdict(case, rc, output) + [f"changed {', '.join(changed)}"] * bool(changed)
         if case.check is not None:
@@ -68,9 +71,11 @@ def main() -> None:
                 case.check(ws)
             except Exception as exc:  # a check may also fail by finding nothing to check
                 problems.append(str(exc).splitlines()[0] if str(exc) else f"check failed ({type(exc).__name__})")
-        rows.append({"id": case.id, "category": case.category, "rc": rc, "line": battery.one_line(output)[:200], "ok": not problems, "problems": problems})
-        print(f"{'ok  ' if not problems else 'FAIL'} {case.id:<44} rc={rc:<3} {'; '.join(problems)[:120]}", flush=True)
-    print(f"{sum(r['ok'] for r in rows)} of {len(rows)} cases behave")
+        rows.append({"id": case.id, "category": case.category, "rc": rc, "seconds": round(seconds, 1), "line": battery.one_line(output)[:200],
+                     "ok": not problems, "problems": problems})
+        print(f"{'ok  ' if not problems else 'FAIL'} {case.id:<44} rc={rc:<3} {seconds:5.1f} s {'; '.join(problems)[:120]}", flush=True)
+    slow = [r["id"] for r in rows if r["seconds"] > 30]
+    print(f"{sum(r['ok'] for r in rows)} of {len(rows)} cases behave; {len(slow)} took over 30 s{': ' + ', '.join(slow) if slow else ''}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
