@@ -31,7 +31,7 @@ class PruneDecision:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # "<network>.<weight>" -> keep mask (unstructured)
     keep: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # network -> producer -> kept unit indices
     inputs: Optional[torch.Tensor] = None  # kept latent inputs of the generator (original indices of the current z)
-    criteria: dict[str, str] = field(default_factory=dict)  # network -> what --prune.criterion auto chose (for the log; not broadcast)
+    criteria: dict[str, str] = field(default_factory=dict)  # network -> what --prune.criterion auto chose (for the log; not in to_state)
 
     def to_state(self) -> dict[str, Any]:
         """Plain containers of tensors, which ``torch.load(weights_only=True)`` reads back."""
