@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "residual_pruning.json")
     args = parser.parse_args(own)
     d, total = args.dense_epochs, args.dense_epochs + args.after_epochs
+    tools = [t for t in args.tools.split(",") if t]
     result = {"command": shlex.join(["python", "benchmarks/residual_pruning.py", *argv]), "train_args": [*CONFIG, *extra], "tag": args.tag,
               "dense_epochs": d, "after_epochs": args.after_epochs, "platform": platform.platform(), "seeds": {}}
     wall = time.perf_counter()
@@ -113,17 +114,17 @@ def main() -> None:
             result.setdefault("dcgan", {})[str(seed)] = record("dcgan-dense", dcgan, args)
         module = _load(dense_d)
         g, z_dim = module.generator, module.z_dim
-        rows, checkpoints = [], {}
+        rows, generators = [], {}
         for r in [float(x) for x in args.reductions.split(",") if x]:
             target = dense["g_macs"] / r
             amount = bisect(lambda a: ours_macs_at(g, _z(z_dim), a), target)
             ratio = tp_ckpt = None
-            if "tp" in args.tools.split(","):  # only runs that compare with it rewrite Torch-Pruning's checkpoint
+            if "tp" in tools:  # only runs that compare with it rewrite Torch-Pruning's checkpoint
                 ratio = bisect(lambda a: tp_macs_at(g, _z(z_dim), a, _last_conv)[0], ours_macs_at(g, _z(z_dim), amount))
                 tp_ckpt = write_tp_checkpoint(dense_d, tp_macs_at(g, _z(z_dim), ratio, _last_conv)[1], work / f"tp-x{r:g}.ckpt")
             for kd in [k for k in args.distill.split(",") if k]:
                 distill = kd == "on"
-                for tool in [t for t in args.tools.split(",") if t]:
+                for tool in tools:
                     name = f"{tool.replace(':', '-')}-x{r:g}{'+kd' if distill else ''}"
                     if tool.startswith("ours"):  # "ours:<criterion>" adds --prune.criterion <criterion> to the user's command
                         criterion = tool.partition(":")[2]
@@ -136,11 +137,11 @@ def main() -> None:
                     ckpt = train(work / name, [*base, *flags, "--trainer.max_epochs", str(total)], work / f"{name}.log")
                     row = {"tool": tool, "reduction": r, "distill": distill, "amount": ratio if tool == "tp" else amount,
                            **record(name, ckpt, args, dense["g_macs"])}
-                    row["g_params"] = sum(p.numel() for p in _load(ckpt).sampling_generator.parameters())
+                    generators[name] = _load(ckpt).sampling_generator
+                    row["g_params"] = sum(p.numel() for p in generators[name].parameters())
                     rows.append(row)
-                    checkpoints[name] = ckpt
                     print_row(f"{name:12s}", row, dense)
-        add_latency(dense, dense_ckpt, rows, checkpoints, z_dim, args.latency_batch)
+        add_latency(dense, dense_ckpt, rows, generators, z_dim, args.latency_batch)
         result["seeds"][str(seed)] = {"dense": dense, "teacher": teacher, "rows": rows, "targets": targets(rows, dense)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
@@ -150,11 +151,10 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def add_latency(dense: dict, dense_ckpt: Path, rows: list[dict], checkpoints: dict[str, Path], z_dim: int, batch: int) -> None:
+def add_latency(dense: dict, dense_ckpt: Path, rows: list[dict], generators: dict[str, torch.nn.Module], z_dim: int, batch: int) -> None:
     """Eager latency of every final generator and the dense one at ``batch``, interleaved in
     this process (machine noise hits them alike); the speedup is over the dense generator."""
-    networks = {"dense": _load(dense_ckpt).sampling_generator}
-    networks.update({name: _load(ckpt).sampling_generator for name, ckpt in checkpoints.items()})
+    networks = {"dense": _load(dense_ckpt).sampling_generator, **generators}
     z = torch.randn(batch, z_dim, generator=torch.Generator().manual_seed(0))
     ms = interleaved_latency_ms(networks, z)
     dense.update(latency_ms=ms["dense"], latency_batch=batch, torch_threads=torch.get_num_threads())

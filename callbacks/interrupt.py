@@ -14,7 +14,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from callbacks.stop_deadline import StopDeadline, StopTimedOut, stop_timeout
-from gan_lightning.core.lightning_private import hand_back_signal_handler
+from gan_lightning.core.lightning_private import hand_back_signal_handler, handler_calls
 from gan_lightning.errors import RunStopped, TrainingInterrupted
 from gan_lightning.logs import get_logger
 
@@ -72,16 +72,9 @@ class InterruptCheckpoint(Callback):
         folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback is not None else None
         self._folder = Path(folder or trainer.default_root_dir)
         on_main = threading.current_thread() is threading.main_thread()
-        if on_main and not self._bounds(signal.getsignal(signal.SIGTERM)):
+        if on_main and not handler_calls(signal.getsignal(signal.SIGTERM), self._on_sigterm):
             # Lightning's own handler only notes SIGTERM for the next boundary.
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def _bounds(self, handler) -> bool:
-        """Whether ``handler`` is this callback's, alone or inside the handler Lightning registers
-        just before its loops start, which also calls the one it found (this callback's, when
-        :meth:`on_fit_start` installed it): the waits for other ranks and the dataloaders
-        between the two are bounded too."""
-        return handler == self._on_sigterm or any(h == self._on_sigterm for h in getattr(handler, "signal_handlers", ()))
 
     @override
     def on_fit_start(self, trainer, pl_module) -> None:

@@ -73,6 +73,14 @@ def refresh_training_state(trainer: Trainer, keep_unchanged: bool = True) -> Non
         strategy._register_ddp_hooks()
 
 
+def handler_calls(handler, ours) -> bool:
+    """Whether ``handler`` is ``ours``, alone or inside the handler Lightning registers just
+    before its loops start, which calls the one it found (ours, when a callback installed it in
+    ``on_fit_start``). Lightning's composite handler is private (``_HandlersCompose``); no public
+    API lists what it calls."""
+    return handler == ours or any(h == ours for h in getattr(handler, "signal_handlers", ()))
+
+
 def hand_back_signal_handler(trainer: Trainer, signum: int, ours, previous) -> None:
     """Make Lightning restore ``previous`` where it would restore ``ours`` for ``signum``.
 
